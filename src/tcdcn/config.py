@@ -1,0 +1,219 @@
+"""One typed configuration: frozen dataclasses, YAML as the file format only.
+
+Unknown keys and wrongly typed values are rejected with the key's dotted path. The resolved config is
+written into every checkpoint, so a checkpoint says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = "../shared/data/mtfl/training.txt"
+    test: str = "../shared/data/mtfl/testing.txt"
+    scheme: str = "mtfl-5"
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+    # Attribute tasks trained beside the landmarks; empty = landmarks only ("FLD only").
+    tasks: tuple[str, ...] = (
+        "male", "smiling", "glasses",
+        "pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile",
+    )
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    mirror: bool = True
+    rotation_deg: float = 15.0  # uniform in +-rotation_deg
+    scale: float = 0.1  # box side times a factor in [1 - scale, 1 + scale]
+    shift: float = 0.06  # box centre moved by up to shift x side
+    brightness: float = 0.3  # contrast/brightness jitter before per-image standardisation
+    contrast: float = 0.3
+    blur_probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    input_size: int = 60
+    channels: tuple[int, ...] = (20, 48, 64, 80)
+    kernels: tuple[int, ...] = (5, 5, 3, 3)
+    feature_dim: int = 256
+    num_points: int = 5
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    landmark_weight: float = 1.0  # the data term's step size relative to the others (eta1)
+    covariance_weight: float = 1e-3  # weight of tr(W Upsilon^-1 W^T) (eta2); 0 or use_covariance=False drops it
+    use_covariance: bool = True
+    filter_decay: float = 5e-4  # weight of tr(K K^T)
+    covariance_ridge: float = 1e-4  # added to Upsilon's diagonal before inverting
+
+
+@dataclass(frozen=True)
+class MultitaskConfig:
+    # "dynamic": Eq. 13-14; "fixed": all lambda_t = initial_coefficient; "early_stopping": ECCV 2014.
+    coefficients: str = "dynamic"
+    initial_coefficient: float = 1.0
+    rho: float = 1000.0
+    tau: int = 3  # strip length in evaluation points (each evaluation = one coefficient update)
+    eps: float = 0.01
+    covariance_interval: int = 100  # SGD steps between closed-form task covariance updates
+    evaluations_per_epoch: int = 1
+    early_stop_strip: int = 5  # k of the ECCV criterion
+    early_stop_threshold: float = 5.0  # epsilon of the ECCV criterion
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    optimizer: str = "adam"  # "adam" or "sgd" (momentum 0.9)
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 2e-5  # cosine schedule floor
+    warmup_epochs: int = 1
+    seed: int = 0
+    threads: int = 0  # 0 = torch default
+    checkpoint_every_steps: int = 0  # 0 = once per epoch (always at least that)
+    # Fine-tuning: start from a trained model (name or checkpoint) and swap its landmark head.
+    init_from: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} matches none of {tp}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null")
+        return None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls: Any, values: dict[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    cfg = _build(Config, values)
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: (config_to_dict(v) if dataclasses.is_dataclass(v) else plain(v))
+            for k, v in ((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg))}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config; ``overrides`` are ``section.key=value`` strings (values parsed as YAML)."""
+    p = Path(path)
+    try:
+        values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    apply_overrides(values, overrides or [])
+    try:
+        return config_from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def validate(cfg: Config) -> None:
+    m = cfg.multitask
+    if m.coefficients not in ("dynamic", "fixed", "early_stopping"):
+        raise ConfigError(f"multitask.coefficients: expected dynamic|fixed|early_stopping, got {m.coefficients!r}")
+    if cfg.train.optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"train.optimizer: expected adam|sgd, got {cfg.train.optimizer!r}")
+    if len(cfg.model.channels) != len(cfg.model.kernels):
+        raise ConfigError("model.channels and model.kernels must have the same length")
+    if not 0 < cfg.data.validation_fraction < 1:
+        raise ConfigError("data.validation_fraction must be in (0, 1)")
+    if m.tau < 1 or not 0 < m.eps <= 1:
+        raise ConfigError("multitask.tau must be >= 1 and multitask.eps in (0, 1]")

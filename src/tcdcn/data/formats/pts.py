@@ -1,0 +1,87 @@
+"""The 300-W / iBUG ``.pts`` format: a ``version`` line, ``n_points: N``, then N ``x y`` lines in braces."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import AnnotationError
+from ...schemes import IBUG_68, LandmarkScheme
+from ..annotation import FaceAnnotation
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def read_pts(path: str | Path, expected_points: int | None = None) -> np.ndarray:
+    """Return ``(N, 2)`` float32 points; ``AnnotationError`` with file and line on any defect."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(p, f"cannot read ({exc})") from None
+    n_points: int | None = None
+    start = None
+    for i, line in enumerate(lines, start=1):
+        s = line.strip()
+        if s.startswith("n_points"):
+            try:
+                n_points = int(s.split(":", 1)[1])
+            except (IndexError, ValueError):
+                raise AnnotationError(p, f"bad n_points line {s!r}", i) from None
+        elif s == "{":
+            start = i
+            break
+    if n_points is None or start is None:
+        raise AnnotationError(p, "missing 'n_points:' header or '{'")
+    points = []
+    end = None
+    for i in range(start + 1, len(lines) + 1):
+        s = lines[i - 1].strip()
+        if s == "}":
+            end = i
+            break
+        if not s:
+            continue
+        parts = s.split()
+        if len(parts) != 2:
+            raise AnnotationError(p, f"expected 'x y', found {s!r}", i)
+        try:
+            x, y = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise AnnotationError(p, f"non-numeric point {s!r}", i) from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise AnnotationError(p, "non-finite point", i)
+        points.append((x, y))
+    if end is None:
+        raise AnnotationError(p, "missing closing '}'")
+    if len(points) != n_points:
+        raise AnnotationError(p, f"header says {n_points} points, found {len(points)}")
+    if expected_points is not None and n_points != expected_points:
+        raise AnnotationError(p, f"expected {expected_points} points, found {n_points}")
+    return np.asarray(points, dtype=np.float32)
+
+
+def find_image(pts_path: Path) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        for cand in (pts_path.with_suffix(suffix), pts_path.with_suffix(suffix.upper())):
+            if cand.exists():
+                return cand
+    return None
+
+
+def read_pts_folder(folder: str | Path, scheme: LandmarkScheme = IBUG_68) -> list[FaceAnnotation]:
+    """Every ``.pts`` file below ``folder`` (recursively, sorted) with the image beside it."""
+    root = Path(folder)
+    files = sorted(root.rglob("*.pts"))
+    if not files:
+        raise AnnotationError(root, "no .pts files in folder")
+    faces = []
+    for f in files:
+        image = find_image(f)
+        if image is None:
+            raise AnnotationError(f, "no image beside this .pts file (tried " + ", ".join(IMAGE_SUFFIXES) + ")")
+        points = read_pts(f, expected_points=scheme.num_points)
+        faces.append(FaceAnnotation(image, points, scheme, {}, None, str(f)))
+    return faces

@@ -1,0 +1,121 @@
+"""Landmark schemes as data: point count, names, left/right flip pairs and normalising points.
+
+Augmentation (mirroring), metrics (normalising distance), the face-box convention and the transfer
+between schemes all read these objects; nothing in the package infers meaning from a point count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LandmarkScheme:
+    """A landmark annotation scheme.
+
+    ``five_point_groups`` maps the scheme onto the five MTFL points (eye centres, nose tip, mouth
+    corners, image-left first): each entry lists the indices whose mean gives that point. It is how the
+    face-box convention and 5-point comparisons work for every scheme.
+    """
+
+    name: str
+    point_names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    five_point_groups: tuple[tuple[int, ...], ...]
+    # Points whose distance normalises errors: "inter-ocular" = outer eye corners (or eye centres when
+    # the scheme has no corners), "inter-pupil" = eye centres (means of the eye groups).
+    outer_eye_corners: tuple[int, int] | None = None
+    description: str = ""
+    _flip_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.point_names)
+        perm = list(range(n))
+        for a, b in self.flip_pairs:
+            if not (0 <= a < n and 0 <= b < n):
+                raise ValueError(f"scheme {self.name}: flip pair ({a}, {b}) outside 0..{n - 1}")
+            perm[a], perm[b] = b, a
+        if len(self.five_point_groups) != 5:
+            raise ValueError(f"scheme {self.name}: five_point_groups needs 5 groups")
+        for group in self.five_point_groups:
+            if not group or any(not 0 <= i < n for i in group):
+                raise ValueError(f"scheme {self.name}: bad five-point group {group}")
+        object.__setattr__(self, "_flip_index", tuple(perm))
+
+    @property
+    def num_points(self) -> int:
+        return len(self.point_names)
+
+    @property
+    def flip_index(self) -> np.ndarray:
+        """Permutation that maps a mirrored face's points back to this scheme's order."""
+        return np.asarray(self._flip_index, dtype=np.int64)
+
+    def five_points(self, landmarks: np.ndarray) -> np.ndarray:
+        """(..., P, 2) -> (..., 5, 2): eye centres, nose tip, mouth corners."""
+        return np.stack([landmarks[..., list(g), :].mean(axis=-2) for g in self.five_point_groups], axis=-2)
+
+    def eye_centres(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        five = self.five_points(landmarks)
+        return five[..., 0, :], five[..., 1, :]
+
+    def interpupil_distance(self, landmarks: np.ndarray) -> np.ndarray:
+        left, right = self.eye_centres(landmarks)
+        return np.linalg.norm(left - right, axis=-1)
+
+    def interocular_distance(self, landmarks: np.ndarray) -> np.ndarray:
+        """Outer-eye-corner distance where the scheme has corners, else the eye-centre distance."""
+        if self.outer_eye_corners is None:
+            return self.interpupil_distance(landmarks)
+        a, b = self.outer_eye_corners
+        return np.linalg.norm(landmarks[..., a, :] - landmarks[..., b, :], axis=-1)
+
+
+MTFL_5 = LandmarkScheme(
+    name="mtfl-5",
+    point_names=("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"),
+    flip_pairs=((0, 1), (3, 4)),
+    five_point_groups=((0,), (1,), (2,), (3,), (4,)),
+    description="MTFL / MAFL / CelebA five points; 'left' is the image's left.",
+)
+
+
+def _ibug68_flip_pairs() -> tuple[tuple[int, int], ...]:
+    jaw = tuple((i, 16 - i) for i in range(8))
+    brows = ((17, 26), (18, 25), (19, 24), (20, 23), (21, 22))
+    nose = ((31, 35), (32, 34))
+    eyes = ((36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46))
+    mouth = ((48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67))
+    return jaw + brows + nose + eyes + mouth
+
+
+IBUG_68 = LandmarkScheme(
+    name="ibug-68",
+    point_names=tuple(
+        [f"jaw_{i}" for i in range(17)]
+        + [f"brow_{i}" for i in range(10)]
+        + [f"nose_{i}" for i in range(9)]
+        + [f"eye_{i}" for i in range(12)]
+        + [f"mouth_{i}" for i in range(20)]
+    ),
+    flip_pairs=_ibug68_flip_pairs(),
+    five_point_groups=(tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,)),
+    outer_eye_corners=(36, 45),
+    description="300-W / iBUG 68 points, 0-based.",
+)
+
+SCHEMES: dict[str, LandmarkScheme] = {s.name: s for s in (MTFL_5, IBUG_68)}
+
+
+def register_scheme(scheme: LandmarkScheme) -> LandmarkScheme:
+    SCHEMES[scheme.name] = scheme
+    return scheme
+
+
+def get_scheme(name: str) -> LandmarkScheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise KeyError(f"unknown landmark scheme {name!r}; known: {sorted(SCHEMES)}") from None
