@@ -1,0 +1,102 @@
+"""The TCDCN network (Fig. 2): four conv layers, three max-pools, one shared fully connected
+representation, then linear heads for landmarks and attribute tasks.
+
+``forward_features`` gives the shared representation x (dimension D); the heads are one linear map
+W = [W_M, W_T] (stored as two ``nn.Linear`` so the landmark head can be swapped to N points for
+transfer, ``reset_landmark_head``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def standardise(images: torch.Tensor) -> torch.Tensor:
+    """Per-image zero mean, unit variance (the paper's input normalisation)."""
+    flat = images.flatten(1)  # (B, H*W)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    std = flat.std(dim=1).view(-1, 1, 1, 1)
+    return (images - mean) / (std + 1e-5)
+
+
+class TCDCN(nn.Module):
+    def __init__(self, config: ModelConfig, num_tasks: int) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        in_ch, size = 1, config.input_size
+        for i, (out_ch, k) in enumerate(zip(config.channels, config.kernels)):
+            layers += [nn.Conv2d(in_ch, out_ch, k), nn.ReLU(inplace=True)]
+            size = size - k + 1
+            if i < len(config.channels) - 1:  # three 2x2 pools between four conv layers
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.feature_map_size = size
+        self.fc = nn.Linear(in_ch * size * size, config.feature_dim)
+        self.landmark_head = nn.Linear(config.feature_dim, 2 * config.num_points)
+        self.attribute_head = nn.Linear(config.feature_dim, num_tasks)
+        nn.init.zeros_(self.landmark_head.weight)
+        nn.init.zeros_(self.landmark_head.bias)
+
+    @property
+    def num_points(self) -> int:
+        return self.landmark_head.out_features // 2
+
+    @property
+    def num_tasks(self) -> int:
+        return self.attribute_head.out_features
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) raw grey crops -> (B, D) shared representation."""
+        x = self.features(standardise(images))  # (B, C, s, s)
+        return torch.relu(self.fc(x.flatten(1)))  # (B, D)
+
+    def forward_heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        landmarks = self.landmark_head(features).view(features.shape[0], -1, 2)  # (B, P, 2) in [-1, 1]
+        attribute_logits = self.attribute_head(features)  # (B, T)
+        return landmarks, attribute_logits
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_heads(self.forward_features(images))
+
+    def head_weight(self) -> torch.Tensor:
+        """W = [W_M, W_T] in R^{D x (M+T)}: one column per landmark coordinate and per task."""
+        return torch.cat([self.landmark_head.weight, self.attribute_head.weight], dim=0).t()  # (D, M+T)
+
+    def filters(self) -> list[torch.Tensor]:
+        """The filters K (conv and fully connected weights) that tr(K K^T) decays."""
+        return [m.weight for m in self.modules() if isinstance(m, nn.Conv2d)] + [self.fc.weight]
+
+    def reset_landmark_head(self, num_points: int) -> None:
+        """Swap the landmark head for one with ``num_points`` points (5 -> 68 transfer)."""
+        self.landmark_head = nn.Linear(self.config.feature_dim, 2 * num_points)
+        nn.init.zeros_(self.landmark_head.weight)
+        nn.init.zeros_(self.landmark_head.bias)
+        self.config = type(self.config)(**{**self.config.__dict__, "num_points": num_points})
+
+    def reset_attribute_head(self, num_tasks: int) -> None:
+        self.attribute_head = nn.Linear(self.config.feature_dim, num_tasks)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_multiply_adds(model: TCDCN) -> int:
+    """Multiply-adds of one forward pass (conv and linear layers)."""
+    total = 0
+    size = model.config.input_size
+    for m in model.features:
+        if isinstance(m, nn.Conv2d):
+            size = size - m.kernel_size[0] + 1
+            total += size * size * m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.MaxPool2d):
+            size //= 2
+    for lin in (model.fc, model.landmark_head, model.attribute_head):
+        total += lin.in_features * lin.out_features
+    return total

@@ -1,0 +1,69 @@
+"""The objective of Eq. 9, term by term.
+
+    E = landmark_weight * sum ||y - W_M^T x||^2                 (landmark least squares)
+        + sum_t lambda_t * CE_t                                   (attribute cross-entropy)
+        + covariance_weight * tr(W Upsilon^{-1} W^T)              (task covariance prior)
+        + filter_decay * tr(K K^T)                                (weight decay on filters)
+
+Each term is returned by name so the trainer logs them; ``total`` is what SGD descends. Losses are
+means over the batch (the paper's sums divided by N, which only rescales the step size).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import ObjectiveConfig
+from .model import TCDCN
+
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of squared coordinate errors per face, mean over faces; (B,P,2), (B,P,2), (B,P) -> scalar."""
+    sq = (pred - target).pow(2).sum(dim=-1)  # (B, P)
+    if visible is not None:
+        sq = sq * visible.to(sq.dtype)
+    return sq.sum(dim=1).mean()
+
+
+def attribute_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of each task; (B,T), (B,T) -> (T,)."""
+    if logits.shape[1] == 0:
+        return logits.new_zeros(0)
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(dim=0)
+
+
+def covariance_penalty(head_weight: torch.Tensor, covariance_inverse: torch.Tensor) -> torch.Tensor:
+    """tr(W Upsilon^{-1} W^T) for W (D, K) and Upsilon^{-1} (K, K)."""
+    return torch.einsum("dk,kl,dl->", head_weight, covariance_inverse, head_weight)
+
+
+def filter_penalty(filters: list[torch.Tensor]) -> torch.Tensor:
+    """tr(K K^T) = sum of squared filter weights."""
+    return sum((k.pow(2).sum() for k in filters), torch.zeros(()))
+
+
+def tcdcn_objective(
+    model: TCDCN,
+    batch: dict[str, torch.Tensor],
+    task_coefficients: torch.Tensor,
+    covariance_inverse: torch.Tensor | None,
+    cfg: ObjectiveConfig,
+) -> dict[str, torch.Tensor]:
+    """Forward the batch and return the named terms, the per-task losses and ``total``."""
+    landmarks, logits = model(batch["images"])  # (B,P,2), (B,T)
+    lm = landmark_loss(landmarks, batch["landmarks"], batch.get("visible"))
+    task_ce = attribute_losses(logits, batch["labels"])  # (T,)
+    terms: dict[str, torch.Tensor] = {
+        "landmarks": lm,
+        "attributes": (task_coefficients * task_ce).sum(),
+        "filters": filter_penalty(model.filters()),
+    }
+    total = cfg.landmark_weight * lm + terms["attributes"] + cfg.filter_decay * terms["filters"]
+    if cfg.use_covariance and covariance_inverse is not None:
+        terms["covariance"] = covariance_penalty(model.head_weight(), covariance_inverse)
+        total = total + cfg.covariance_weight * terms["covariance"]
+    terms["total"] = total
+    terms["task_losses"] = task_ce.detach()
+    terms["pred_landmarks"] = landmarks.detach()
+    return terms
