@@ -168,10 +168,11 @@ def read_celeba(landmarks_file: str | Path, images_dir: str | Path,
         if absent:
             raise AnnotationError(attributes_file, f"header lacks attribute(s) {absent}", 2)
     if subset_file is not None:
-        names = read_name_list(subset_file)
-        for n, name in enumerate(names, start=1):
+        listed = read_name_list(subset_file)
+        for name, n in listed:
             if name not in landmarks:
                 raise AnnotationError(subset_file, f"image {name!r} is not in {lm_path}", n)
+        names = [name for name, _ in listed]
     else:
         names = list(landmarks)
     images = Path(images_dir)

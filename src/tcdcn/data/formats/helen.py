@@ -165,17 +165,18 @@ def _natural_key(p: Path) -> tuple[object, ...]:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))
 
 
-def read_name_list(path: str | Path) -> list[str]:
-    """A list file with one image name per line (Helen's trainnames/testnames, MAFL's splits)."""
+def read_name_list(path: str | Path) -> list[tuple[str, int]]:
+    """``(name, line number)`` of a file with one image name per line (Helen's trainnames/testnames,
+    MAFL's training/testing lists); blank lines are skipped."""
     p = Path(path)
-    names: list[str] = []
+    names: list[tuple[str, int]] = []
     for i, line in enumerate(_read_text_lines(p), start=1):
         s = line.strip()
         if not s:
             continue
         if len(s.split()) != 1:
             raise AnnotationError(p, f"expected one name per line, found {s!r}", i)
-        names.append(s)
+        names.append((s, i))
     if not names:
         raise AnnotationError(p, "no names in file")
     return names
@@ -199,9 +200,9 @@ def read_helen_folder(annotation_dir: str | Path, images_dir: str | Path,
         if name in parsed:
             raise AnnotationError(f, f"image {name!r} already annotated in {parsed[name][0]}", 1)
         parsed[name] = (f, points)
-    order = list(parsed) if wanted is None else wanted
+    order = [(name, 0) for name in parsed] if wanted is None else wanted
     faces = []
-    for i, name in enumerate(order, start=1):
+    for name, i in order:
         if name not in parsed:
             assert names_file is not None
             raise AnnotationError(names_file, f"no annotation file for image {name!r} in {root}", i)
