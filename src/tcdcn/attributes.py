@@ -27,10 +27,42 @@ MTFL_TASKS: tuple[AttributeTask, ...] = (
     AttributeTask("pose_right_profile", "pose", "pose_left_profile"),
 )
 
+# CelebA / MAFL: the paper's 22 MAFL attributes as far as CelebA's 40 give them,
+# each (CelebA column, task name, group). None is left/right-sided.
+CELEBA_ATTRIBUTE_TASKS: tuple[tuple[str, str, str], ...] = (
+    ("Male", "male", "global"),
+    ("Smiling", "smiling", "mouth"),
+    ("Eyeglasses", "glasses", "eyes"),
+    ("Wearing_Hat", "wearing_hat", "hair"),
+    ("Bangs", "bangs", "hair"),
+    ("Big_Lips", "big_lips", "mouth"),
+    ("Big_Nose", "big_nose", "nose"),
+    ("Attractive", "attractive", "global"),
+    ("Heavy_Makeup", "heavy_makeup", "global"),
+    ("High_Cheekbones", "high_cheekbones", "global"),
+    ("Mouth_Slightly_Open", "mouth_slightly_open", "mouth"),
+    ("Narrow_Eyes", "narrow_eyes", "eyes"),
+    ("Oval_Face", "oval_face", "global"),
+    ("Pointy_Nose", "pointy_nose", "nose"),
+    ("Receding_Hairline", "receding_hairline", "hair"),
+    ("Young", "young", "global"),
+    ("No_Beard", "no_beard", "global"),
+    ("Double_Chin", "double_chin", "global"),
+    ("Chubby", "chubby", "global"),
+    ("Blurry", "blurry", "global"),
+    ("Bushy_Eyebrows", "bushy_eyebrows", "eyes"),
+    ("Arched_Eyebrows", "arched_eyebrows", "eyes"),
+)
+CELEBA_TASK_NAMES: tuple[str, ...] = tuple(t for _, t, _ in CELEBA_ATTRIBUTE_TASKS)
+
+CELEBA_TASKS: tuple[AttributeTask, ...] = tuple(
+    AttributeTask(task, group) for _, task, group in CELEBA_ATTRIBUTE_TASKS if task not in ("male", "smiling", "glasses")
+)
+
 # A synthetic task with random labels (the paper's "FLD + random" control).
 RANDOM_TASK = AttributeTask("random", "random")
 
-ALL_TASKS: dict[str, AttributeTask] = {t.name: t for t in (*MTFL_TASKS, RANDOM_TASK)}
+ALL_TASKS: dict[str, AttributeTask] = {t.name: t for t in (*MTFL_TASKS, *CELEBA_TASKS, RANDOM_TASK)}
 POSE_TASKS: tuple[str, ...] = tuple(t.name for t in MTFL_TASKS if t.group == "pose")
 
 

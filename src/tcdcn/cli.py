@@ -25,6 +25,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from .data.formats import read_annotations
+    from .evaluate import evaluate
+    from .inference import LandmarkModel
+
+    model = LandmarkModel.load(args.model)
+    faces = read_annotations(args.data)
+    detector = None
+    if args.box == "detect":
+        from .detect import FaceDetector
+
+        face_detector = FaceDetector()
+        detector = lambda rgb: [d.box for d in face_detector(rgb)]  # noqa: E731
+    report = evaluate(model, faces, args.box, detector)
+    summary = report.summary()
+    summary["model"] = args.model
+    summary["data"] = str(args.data)
+    if args.ced:
+        report.write_ced(args.ced, label=f"{args.model} ({args.box} box)")
+        summary["ced"] = str(args.ced)
+    if args.json:
+        print(json.dumps(summary, allow_nan=True))
+        return 0
+    print(f"model {args.model} on {args.data} ({summary['n']} faces, box={args.box}, "
+          f"{summary['detected']} with a box)")
+    print(f"  mean error (inter-ocular): {100 * summary['nme']:.2f}%")
+    if model.scheme.outer_eye_corners is not None:
+        print(f"  mean error (inter-pupil):  {100 * summary['nme_interpupil']:.2f}%")
+    print(f"  failure rate (>{100 * report.failure_threshold:.0f}%): {100 * summary['failure_rate']:.2f}%")
+    print("  per landmark: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["per_landmark"].items()
+                                         if np.isfinite(v)))
+    if summary["attribute_accuracy"]:
+        print("  attribute accuracy: " + ", ".join(f"{k} {100 * v:.1f}%"
+                                                  for k, v in summary["attribute_accuracy"].items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tcdcn", description="TCDCN facial landmark detection")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
@@ -37,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model on an annotated set (paper protocol)")
+    p.add_argument("--model", default="mtfl-5pt", help="shipped model name or checkpoint path")
+    p.add_argument("--data", required=True,
+                   help="MTFL-format annotation file, or a folder of images with 68-point .pts files")
+    p.add_argument("--box", choices=("image", "gt", "detect"), default="image",
+                   help="face box: whole image (AFLW test protocol), from ground truth, or face detector")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 

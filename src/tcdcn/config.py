@@ -36,7 +36,7 @@ class DataConfig:
 class AugmentConfig:
     mirror: bool = True
     rotation_deg: float = 15.0  # uniform in +-rotation_deg
-    scale: float = 0.1  # box side times a factor in [1 - scale, 1 + scale]
+    scale: float = 0.15  # box side times a factor in [1 - scale, 1 + scale]
     shift: float = 0.06  # box centre moved by up to shift x side
     brightness: float = 0.3  # contrast/brightness jitter before per-image standardisation
     contrast: float = 0.3

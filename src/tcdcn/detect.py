@@ -23,7 +23,6 @@ at ``i``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,23 +265,17 @@ class FaceDetector:
         for (x, y, w, h), n in zip(np.asarray(rects).reshape(-1, 4), np.asarray(counts).reshape(-1)):
             found.append(RawDetection(frame.box_to_input(x, y, w, h), float(n), "opencv-frontal", False, width))
         if self._profile is not None:
-            work_width = equalised.shape[1]
             for mirrored, img in ((False, equalised), (True, np.ascontiguousarray(equalised[:, ::-1]))):
                 rects, counts = self._profile.detectMultiScale2(
                     img, scaleFactor=self.scale_factor, minNeighbors=self.profile_min_neighbors,
                     minSize=(min_size, min_size),
                 )
                 for (x, y, w, h), n in zip(np.asarray(rects).reshape(-1, 4), np.asarray(counts).reshape(-1)):
+                    # Mirrored: the box stays in the mirror image's pixels (the padding is symmetric,
+                    # so work -> input mapping is the same); RawDetection.to_image mirrors it back.
+                    box = frame.box_to_input(x, y, w, h)
                     score = float(n) * self.profile_score_weight
-                    if mirrored:
-                        # Box in the mirror image's pixels; width of the input image for mirroring back.
-                        box = frame.box_to_input(x, y, w, h)
-                        found.append(RawDetection(box, score, "opencv-profile", True, width))
-                    else:
-                        found.append(
-                            RawDetection(frame.box_to_input(x, y, w, h), score, "opencv-profile", False, width)
-                        )
-            del work_width
+                    found.append(RawDetection(box, score, "opencv-profile", mirrored, width))
         return found
 
     def _run_dlib(self, work: np.ndarray, frame: _WorkFrame, width: int) -> list[RawDetection]:
@@ -331,5 +324,3 @@ __all__ = [
     "detect_faces",
     "non_max_suppression",
 ]
-
-_ = math  # noqa: F841 - kept for symmetry with other modules' imports

@@ -25,35 +25,11 @@ import numpy as np
 
 from ...errors import AnnotationError
 from ...schemes import MTFL_5
+from ...attributes import CELEBA_ATTRIBUTE_TASKS, CELEBA_TASK_NAMES
 from ..annotation import FaceAnnotation
 from .helen import read_name_list
 
 # (CelebA attribute, task name, group). "male", "smiling", "glasses" share MTFL's task names.
-CELEBA_ATTRIBUTE_TASKS: tuple[tuple[str, str, str], ...] = (
-    ("Male", "male", "global"),
-    ("Smiling", "smiling", "mouth"),
-    ("Eyeglasses", "glasses", "eyes"),
-    ("Wearing_Hat", "wearing_hat", "hair"),
-    ("Bangs", "bangs", "hair"),
-    ("Big_Lips", "big_lips", "mouth"),
-    ("Big_Nose", "big_nose", "nose"),
-    ("Attractive", "attractive", "global"),
-    ("Heavy_Makeup", "heavy_makeup", "global"),
-    ("High_Cheekbones", "high_cheekbones", "global"),
-    ("Mouth_Slightly_Open", "mouth_slightly_open", "mouth"),
-    ("Narrow_Eyes", "narrow_eyes", "eyes"),
-    ("Oval_Face", "oval_face", "global"),
-    ("Pointy_Nose", "pointy_nose", "nose"),
-    ("Receding_Hairline", "receding_hairline", "hair"),
-    ("Young", "young", "global"),
-    ("No_Beard", "no_beard", "global"),
-    ("Double_Chin", "double_chin", "global"),
-    ("Chubby", "chubby", "global"),
-    ("Blurry", "blurry", "global"),
-    ("Bushy_Eyebrows", "bushy_eyebrows", "eyes"),
-    ("Arched_Eyebrows", "arched_eyebrows", "eyes"),
-)
-CELEBA_TASK_NAMES: tuple[str, ...] = tuple(t for _, t, _ in CELEBA_ATTRIBUTE_TASKS)
 
 _LANDMARK_COLUMNS = ("lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose_x", "nose_y",
                      "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y")
