@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -10,6 +11,9 @@ from collections.abc import Sequence
 from .errors import TcdcnError
 
 log = logging.getLogger("tcdcn")
+
+# Modules that add their own sub-command with ``add_command(subparsers)``.
+_COMMAND_MODULES = ("predict",)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -88,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
     p.set_defaults(func=_cmd_evaluate)
+
+    for module in _COMMAND_MODULES:
+        importlib.import_module(f"tcdcn.{module}").add_command(sub)
     return parser
 
 

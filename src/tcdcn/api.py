@@ -1,0 +1,140 @@
+"""The Python API: ``LandmarkDetector()(image)`` -> one ``FaceResult`` per face.
+
+    from tcdcn import LandmarkDetector
+    faces = LandmarkDetector()("photo.jpg")
+    faces[0].landmarks  # (5, 2) image pixels
+
+Images can be paths, PIL images or numpy arrays (RGB or grey, any size). Very large images are
+decoded at a bounded size for detection and landmarks; results are in the original image's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .data.dataset import to_grey
+from .geometry import Box
+from .imageio import DEFAULT_MAX_SIDE, ImageSource, load_image_scaled, to_original_pixels
+
+DEFAULT_MODEL = "mtfl-5pt"
+
+
+class LandmarkBackend(Protocol):
+    """What the detector needs of a model: torch (``inference.LandmarkModel``) or onnxruntime."""
+
+    task_names: tuple[str, ...]
+
+    @property
+    def scheme(self) -> Any: ...
+
+    def predict(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box]) -> Any: ...
+
+
+@dataclass
+class FaceResult:
+    """One face: its box (the package's face-box convention), the detector's score (None for given
+    boxes), landmarks ``(P, 2)`` in image pixels, and attribute probabilities by task name."""
+
+    box: Box
+    score: float | None
+    landmarks: np.ndarray
+    point_names: tuple[str, ...]
+    attributes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def head_pose(self) -> str | None:
+        """The most probable head-pose class, when the model predicts pose tasks."""
+        poses = {k: v for k, v in self.attributes.items() if k.startswith("pose_")}
+        return max(poses, key=lambda k: poses[k]).removeprefix("pose_") if poses else None
+
+    def to_dict(self) -> dict[str, Any]:
+        x0, y0, x1, y1 = self.box.xyxy()
+        return {
+            "box": {"x0": round(x0, 2), "y0": round(y0, 2), "x1": round(x1, 2), "y1": round(y1, 2)},
+            "score": None if self.score is None else round(float(self.score), 4),
+            "landmarks": {n: [round(float(x), 2), round(float(y), 2)]
+                          for n, (x, y) in zip(self.point_names, self.landmarks)},
+            "attributes": {k: round(float(v), 4) for k, v in self.attributes.items()},
+            "head_pose": self.head_pose,
+        }
+
+
+def load_backend(model: str, backend: str = "auto") -> LandmarkBackend:
+    """A shipped model name or a file, run with torch or onnxruntime ("auto": torch when installed)."""
+    try:
+        from .runtime import load_landmark_model
+    except ImportError:  # runtime module unavailable: torch path only
+        from .inference import LandmarkModel
+
+        return LandmarkModel.load(model)
+    return load_landmark_model(model, backend=backend)
+
+
+class LandmarkDetector:
+    """Face detection + landmarks + attributes, on any image.
+
+    ``model``: a shipped model name (``mtfl-5pt``, ``300w-68pt``) or a checkpoint / ONNX path.
+    ``backend``: "auto", "torch" or "onnx". ``face_detector``: any callable ``rgb -> list[Detection]``
+    (default: ``tcdcn.detect.FaceDetector()``). ``max_side``: images are decoded with their long side
+    bounded by this (memory and time stay bounded on huge photos).
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", face_detector: Any = None,
+                 max_side: int = DEFAULT_MAX_SIDE) -> None:
+        self.model = load_backend(model, backend)
+        if face_detector is None:
+            from .detect import FaceDetector
+
+            face_detector = FaceDetector()
+        self.face_detector = face_detector
+        self.max_side = max_side
+
+    def __call__(self, image: ImageSource) -> list[FaceResult]:
+        return self.detect(image)[2]
+
+    def detect(self, image: ImageSource) -> tuple[np.ndarray, float, list[FaceResult]]:
+        """The decoded (possibly downscaled) RGB image, its scale, and the faces in original pixels."""
+        rgb, scale = load_image_scaled(image, self.max_side)
+        detections = self.face_detector(rgb)
+        return rgb, scale, self._results(rgb, scale, [d.box for d in detections], [d.score for d in detections])
+
+    def on_boxes(self, image: ImageSource, boxes: Sequence[Box | tuple[float, float, float, float]]) -> list[FaceResult]:
+        """Landmarks for given face boxes (``Box`` on the convention, or (x0, y0, x1, y1) rectangles
+        taken as already on the convention), in the original image's pixels."""
+        rgb, scale = load_image_scaled(image, self.max_side)
+        as_boxes = [b if isinstance(b, Box) else Box.from_xyxy(*b) for b in boxes]
+        scaled = [_scale_box(b, scale) for b in as_boxes]
+        return self._results(rgb, scale, scaled, [None] * len(scaled))
+
+    def _results(self, rgb: np.ndarray, scale: float, boxes: list[Box], scores: list[float | None]) -> list[FaceResult]:
+        if not boxes:
+            return []
+        grey = to_grey(rgb)
+        pred = self.model.predict([grey] * len(boxes), boxes)
+        results = []
+        for box, score, landmarks, probs in zip(boxes, scores, pred.landmarks, pred.attribute_probabilities):
+            results.append(FaceResult(
+                box=_scale_box(box, 1.0 / scale),
+                score=score,
+                landmarks=to_original_pixels(landmarks, scale),
+                point_names=self.model.scheme.point_names,
+                attributes={t: float(p) for t, p in zip(self.model.task_names, probs)},
+            ))
+        return results
+
+
+def rescale_face(face: FaceResult, scale: float) -> FaceResult:
+    """A result in original pixels -> pixels of the image resized by ``scale`` (for drawing)."""
+    return FaceResult(_scale_box(face.box, scale), face.score, (face.landmarks + 0.5) * scale - 0.5,
+                      face.point_names, face.attributes)
+
+
+def _scale_box(box: Box, scale: float) -> Box:
+    """A box in original pixels -> pixels of an image resized by ``scale`` (pixel-centre convention)."""
+    if scale == 1.0:
+        return box
+    return Box((box.cx + 0.5) * scale - 0.5, (box.cy + 0.5) * scale - 0.5, box.side * scale)
