@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         per_face.append((gt, detector.raw_detections(image)))
     elapsed = time.perf_counter() - start
 
-    by_source: dict[str, list[RawDetection]] = defaultdict(list)
+    results: dict[str, BoxCalibration] = {}
     sources = sorted({r.source for _, raws in per_face for r in raws})
     print(f"backend {args.backend}: {len(faces)} training faces from {args.list}, "
           f"{1000 * elapsed / max(1, len(faces)):.1f} ms/face\n")
@@ -106,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
           "IQR scale | IQR dx | IQR dy |")
     print("|---|---|---|---|---|---|---|---|")
     for source in sources:
-        by_source[source] = []
         loose = []
         for gt, raws in per_face:
             m = _best_match([r for r in raws if r.source == source], gt, None)
@@ -122,24 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                 tight.append(m)
         rows = tight or loose
         calib = _median_calibration(rows)
+        results[source] = calib
         a = np.asarray(rows)
         q = np.percentile(a, [25, 75], axis=0)
         iqr = q[1] - q[0]
         print(f"| {source} | {len(rows)} | {calib.scale:.4f} | {calib.dx:+.4f} | {calib.dy:+.4f} | "
               f"{iqr[0]:.3f} | {iqr[1]:.3f} | {iqr[2]:.3f} |")
     print()
-    for source in sources:
-        rows = []
-        for gt, raws in per_face:
-            m = _best_match([r for r in raws if r.source == source], gt, None)
-            if m is not None:
-                rows.append(m)
-        if rows:
-            first = _median_calibration(rows)
-            tight = [m for gt, raws in per_face
-                     if (m := _best_match([r for r in raws if r.source == source], gt, first)) is not None]
-            c = _median_calibration(tight or rows)
-            print(f'    "{source}": BoxCalibration(scale={c.scale:.4f}, dx={c.dx:.4f}, dy={c.dy:.4f}),')
+    for source, c in results.items():
+        print(f'    "{source}": BoxCalibration(scale={c.scale:.4f}, dx={c.dx:.4f}, dy={c.dy:.4f}),')
     return 0
 
 
