@@ -8,6 +8,8 @@ transfer, ``reset_landmark_head``).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -20,6 +22,13 @@ def standardise(images: torch.Tensor) -> torch.Tensor:
     mean = flat.mean(dim=1).view(-1, 1, 1, 1)
     std = flat.std(dim=1).view(-1, 1, 1, 1)
     return (images - mean) / (std + 1e-5)
+
+
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    """nn.Linear that also allows zero outputs (no attribute tasks) without torch's init warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        return nn.Linear(in_features, out_features)
 
 
 class TCDCN(nn.Module):
@@ -39,7 +48,7 @@ class TCDCN(nn.Module):
         self.feature_map_size = size
         self.fc = nn.Linear(in_ch * size * size, config.feature_dim)
         self.landmark_head = nn.Linear(config.feature_dim, 2 * config.num_points)
-        self.attribute_head = nn.Linear(config.feature_dim, num_tasks)
+        self.attribute_head = _linear(config.feature_dim, num_tasks)
         nn.init.zeros_(self.landmark_head.weight)
         nn.init.zeros_(self.landmark_head.bias)
 
@@ -80,7 +89,7 @@ class TCDCN(nn.Module):
         self.config = type(self.config)(**{**self.config.__dict__, "num_points": num_points})
 
     def reset_attribute_head(self, num_tasks: int) -> None:
-        self.attribute_head = nn.Linear(self.config.feature_dim, num_tasks)
+        self.attribute_head = _linear(self.config.feature_dim, num_tasks)
 
 
 def count_parameters(model: nn.Module) -> int:
