@@ -1,0 +1,304 @@
+"""Export a trained TCDCN to ONNX (float, and int8 by static quantisation) for torch-free inference.
+
+The graph takes the raw grey crop batch ``crops`` (N, 1, S, S) float32 in 0..255, standardises it
+inside (as ``model.standardise`` does), and returns ``landmarks`` (N, P, 2) in normalised [-1, 1]
+crop coordinates and ``attribute_logits`` (N, T). Everything needed to run it (scheme, task names,
+input size, config, source) is stored in the ONNX model's ``metadata_props``, so the .onnx file alone
+is a complete model for ``tcdcn.runtime.OnnxLandmarkModel``.
+
+Quantisation: ``quantize_int8`` uses onnxruntime's static quantisation in QDQ format with per-channel
+int8 weights and uint8 activations, calibrated on crops of MTFL *training* faces. Only Conv and the
+fully connected layer are quantised: the in-graph standardisation (a reduction and a division) and the
+two small heads stay float, because they cost almost nothing and quantising them is what loses the
+landmark accuracy (the heads map 256 features to sub-pixel coordinates). QDQ rather than QOperator:
+onnxruntime fuses QDQ pairs around Conv/MatMul into the same QLinearConv / integer-GEMM kernels on the
+CPU, while QDQ is the format its docs recommend and keeps the float islands (standardisation, heads)
+explicit; the bench (bench/speed.py) reports the measured accuracy and speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import TcdcnError
+
+if TYPE_CHECKING:
+    from .inference import LandmarkModel
+    from .model import TCDCN
+
+log = logging.getLogger("tcdcn")
+
+DEFAULT_OPSET = 17
+INPUT_NAME = "crops"
+OUTPUT_NAMES = ("landmarks", "attribute_logits")
+# Written into metadata_props; bump when the graph's contract (inputs, outputs, metadata keys) changes.
+FORMAT_NAME = "tcdcn-onnx"
+FORMAT_VERSION = "1"
+# Faces of the MTFL training list used to calibrate int8 activation ranges (never test faces).
+DEFAULT_CALIBRATION_FACES = 500
+CALIBRATION_BATCH = 50
+CALIBRATION_SEED = 0
+# Operators quantised to int8; the rest (standardisation, reshape, heads) stays float.
+QUANTISED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+class ExportError(TcdcnError, RuntimeError):
+    """An export that cannot be done (missing dependency, unwritable path, bad model)."""
+
+
+def _as_landmark_model(model: LandmarkModel | TCDCN, scheme: str | None, task_names: Sequence[str] | None) -> Any:
+    """Wrap a bare network into a LandmarkModel-like record (network, cfg, scheme, tasks, source)."""
+    from .config import Config
+    from .inference import LandmarkModel
+    from .model import TCDCN
+    from .schemes import get_scheme
+
+    if isinstance(model, LandmarkModel):
+        return model
+    if isinstance(model, TCDCN):
+        cfg = Config(model=model.config)
+        default_scheme = {5: "mtfl-5", 68: "300w-68"}.get(model.num_points)
+        scheme_name = scheme or default_scheme
+        if scheme_name is None:
+            raise ExportError(f"a bare network with {model.num_points} points needs scheme= to export")
+        names = tuple(task_names) if task_names is not None else tuple(f"task{i}" for i in range(model.num_tasks))
+        if len(names) != model.num_tasks:
+            raise ExportError(f"{len(names)} task names for a network with {model.num_tasks} attribute outputs")
+        return LandmarkModel(model, cfg, get_scheme(scheme_name), names, source="network")
+    raise ExportError(f"cannot export a {type(model).__name__}: expected LandmarkModel or TCDCN")
+
+
+def export_metadata(model: LandmarkModel) -> dict[str, str]:
+    """The metadata_props written into the ONNX file (all values are strings)."""
+    from . import __version__
+    from .config import config_to_dict
+
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "tcdcn_version": __version__,
+        "scheme": model.scheme.name,
+        "tasks": json.dumps(list(model.task_names)),
+        "input_size": str(int(model.input_size)),
+        "config": json.dumps(config_to_dict(model.cfg)),
+        "source": str(model.source),
+        "input": f"{INPUT_NAME}: (N,1,S,S) float32 raw grey 0..255, standardised inside the graph",
+        "outputs": "landmarks: (N,P,2) normalised [-1,1] crop coords; attribute_logits: (N,T)",
+    }
+
+
+def _set_metadata(onnx_model: Any, metadata: dict[str, str]) -> None:
+    existing = {p.key: p for p in onnx_model.metadata_props}
+    for key, value in metadata.items():
+        prop = existing.get(key) or onnx_model.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """metadata_props of an ONNX file (reads the graph header only through onnxruntime: no torch)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def _atomic_write_bytes(data: bytes, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_onnx(
+    model: LandmarkModel | TCDCN,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    scheme: str | None = None,
+    task_names: Sequence[str] | None = None,
+) -> Path:
+    """Write ``model`` as an ONNX graph with its metadata; returns the path written.
+
+    ``scheme`` and ``task_names`` are only used for a bare ``TCDCN`` (a LandmarkModel carries them).
+    """
+    import onnx
+    import torch
+
+    lm = _as_landmark_model(model, scheme, task_names)
+    network = lm.network.eval()
+    size = int(lm.input_size)
+    example = torch.zeros(2, 1, size, size, dtype=torch.float32)  # (N, 1, S, S)
+    example[:, :, size // 2:] = 128.0  # non-constant so the std in standardise is not zero while tracing
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}}
+    target = Path(path)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp_file = Path(tmpdir) / "model.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter on purpose: the dynamo one needs onnxscript, not a dependency.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                network, (example,), str(tmp_file), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                opset_version=opset, dynamic_axes=dynamic_axes if dynamic_batch else None,
+                do_constant_folding=True, dynamo=False,
+            )
+        graph = onnx.load(str(tmp_file))
+    _set_metadata(graph, export_metadata(lm))
+    onnx.checker.check_model(graph)
+    try:
+        _atomic_write_bytes(graph.SerializeToString(), target)
+    except OSError as exc:
+        raise ExportError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    return target
+
+
+class CropCalibrationReader:
+    """onnxruntime CalibrationDataReader over a (N, 1, S, S) float32 crop array, in fixed batches."""
+
+    def __init__(self, crops: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
+        self.crops = np.ascontiguousarray(crops, dtype=np.float32)  # (N, 1, S, S)
+        self.batch_size = batch_size
+        self._batches: Iterator[dict[str, np.ndarray]] = self._iterate()
+
+    def _iterate(self) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(self.crops), self.batch_size):
+            yield {INPUT_NAME: self.crops[start:start + self.batch_size]}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:
+        self._batches = self._iterate()
+
+
+def calibration_crops(
+    train_file: str | Path,
+    count: int = DEFAULT_CALIBRATION_FACES,
+    input_size: int = 60,
+    seed: int = CALIBRATION_SEED,
+) -> np.ndarray:
+    """(count, 1, S, S) float32 crops of randomly chosen training faces, with the ground-truth box."""
+    from .data.dataset import FaceDataset
+    from .data.formats import read_annotations
+
+    faces = read_annotations(train_file)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(faces), size=min(count, len(faces)), replace=False))
+    dataset = FaceDataset([faces[i] for i in chosen], input_size=input_size, box_mode="gt")
+    return dataset.batch(range(len(dataset)))["images"].numpy()  # (count, 1, S, S)
+
+
+def _float_only_nodes(onnx_model: Any) -> list[str]:
+    """Nodes kept float: everything before the first Conv (standardisation) and the two heads."""
+    nodes = list(onnx_model.graph.node)
+    keep: list[str] = []
+    for node in nodes:
+        if node.op_type == "Conv":
+            break
+        keep.append(node.name)
+    # The heads are the Gemm/MatMul nodes that produce (or feed only) the graph outputs' chain: the
+    # last two linear layers of the graph.
+    linear = [n for n in nodes if n.op_type in ("Gemm", "MatMul")]
+    keep += [n.name for n in linear[-2:]]
+    return keep
+
+
+def quantize_int8(
+    float_onnx: str | Path,
+    out_path: str | Path,
+    calibration: np.ndarray,
+    per_channel: bool = True,
+    quantise_heads: bool = False,
+    quant_format: str = "qdq",
+) -> Path:
+    """Static int8 quantisation of an exported float graph, calibrated on ``calibration`` crops.
+
+    ``calibration``: (N, 1, S, S) float32 raw crops of training faces (``calibration_crops``).
+    ``quant_format``: "qdq" (default) or "qoperator". Metadata is carried over, with ``quantization``
+    added.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    if quant_format not in formats:
+        raise ExportError(f"quant_format must be one of {sorted(formats)}, got {quant_format!r}")
+    source = Path(float_onnx)
+    target = Path(out_path)
+    float_graph = onnx.load(str(source))
+    metadata = {p.key: p.value for p in float_graph.metadata_props}
+    excluded = [] if quantise_heads else _float_only_nodes(float_graph)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        prepared = Path(tmpdir) / "prepared.onnx"
+        quantised = Path(tmpdir) / "int8.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared), str(quantised), CropCalibrationReader(calibration),
+            quant_format=formats[quant_format], op_types_to_quantize=list(QUANTISED_OPS),
+            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
+        )
+        graph = onnx.load(str(quantised))
+    _set_metadata(graph, {**metadata, "quantization": json.dumps({
+        "format": quant_format, "weights": "int8", "activations": "uint8", "per_channel": per_channel,
+        "calibration_faces": int(len(calibration)), "float_nodes": excluded,
+    })})
+    try:
+        _atomic_write_bytes(graph.SerializeToString(), target)
+    except OSError as exc:
+        raise ExportError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    return target
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def add_command(subparsers: Any) -> None:
+    """``tcdcn export --model NAME_OR_PATH --format onnx [--int8] --out PATH``."""
+    p = subparsers.add_parser("export", help="export a model to ONNX (optionally int8) for torch-free inference")
+    p.add_argument("--model", required=True, help="shipped model name or checkpoint path")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    p.add_argument("--int8", action="store_true", help="also quantise to int8 (static, calibrated on training faces)")
+    p.add_argument("--calibration-data", default="../shared/data/mtfl/training.txt",
+                   help="annotation list of TRAINING faces for int8 calibration (default %(default)s)")
+    p.add_argument("--calibration-faces", type=int, default=DEFAULT_CALIBRATION_FACES,
+                   help="number of calibration faces (default %(default)s)")
+    p.set_defaults(func=run_export_command)
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from .inference import LandmarkModel
+
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise ExportError(f"{out}: the output file should end in .onnx")
+    model = LandmarkModel.load(args.model)
+    if not args.int8:
+        export_onnx(model, out, opset=args.opset)
+        log.info("wrote %s (float32)", out)
+        return 0
+    calibration_file = Path(args.calibration_data)
+    if not calibration_file.is_file():
+        raise ExportError(f"{calibration_file}: calibration annotation list not found (--calibration-data)")
+    crops = calibration_crops(calibration_file, args.calibration_faces, model.input_size)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        float_file = export_onnx(model, Path(tmpdir) / "float.onnx", opset=args.opset)
+        quantize_int8(float_file, out, crops)
+    log.info("wrote %s (int8, calibrated on %d training faces)", out, len(crops))
+    return 0

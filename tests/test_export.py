@@ -1,0 +1,218 @@
+"""ONNX export, int8 quantisation, the torch-free runtime and the ``export`` sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tcdcn.attributes import tasks_by_name
+from tcdcn.config import Config, config_to_dict
+from tcdcn.data.dataset import FaceDataset
+from tcdcn.errors import CheckpointError
+from tcdcn.export import add_command, export_onnx, quantize_int8, read_metadata
+from tcdcn.inference import LandmarkModel
+from tcdcn.model import TCDCN
+from tcdcn.runtime import BackendError, OnnxLandmarkModel, load_landmark_model
+from tcdcn.schemes import get_scheme
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEV_CHECKPOINT = REPO_ROOT / "runs" / "mtfl-5pt" / "best.pt"
+PARITY_TOLERANCE = 1e-4  # max abs difference, normalised coordinates and logits
+INT8_LANDMARK_TOLERANCE = 0.05  # max abs difference in [-1, 1] crop coordinates (~1.5 px of 60)
+INT8_MEAN_TOLERANCE = 0.01
+TASKS = ("male", "smiling", "glasses", "pose_frontal")
+TEST_FACES = 64
+CALIBRATION_FACES = 64
+
+
+def random_model(seed: int = 0) -> LandmarkModel:
+    """A freshly initialised network with non-zero heads (the landmark head starts at zero)."""
+    torch.manual_seed(seed)
+    cfg = Config()
+    network = TCDCN(cfg.model, len(tasks_by_name(TASKS)))
+    with torch.no_grad():
+        network.landmark_head.weight.normal_(0.0, 0.05)
+        network.landmark_head.bias.normal_(0.0, 0.1)
+    return LandmarkModel(network.eval(), cfg, get_scheme("mtfl-5"), TASKS, source="random-init")
+
+
+@pytest.fixture(scope="module")
+def test_crops(mtfl_test_faces: list) -> np.ndarray:
+    """(N, 1, 60, 60) crops of AFLW test faces, whole image = box (the test protocol)."""
+    dataset = FaceDataset(mtfl_test_faces[:TEST_FACES], box_mode="image")
+    return dataset.batch(range(len(dataset)))["images"].numpy()
+
+
+@pytest.fixture(scope="module")
+def train_crops(mtfl_train_faces: list) -> np.ndarray:
+    dataset = FaceDataset(mtfl_train_faces[:CALIBRATION_FACES], box_mode="gt")
+    return dataset.batch(range(len(dataset)))["images"].numpy()
+
+
+@pytest.fixture(scope="module")
+def model_and_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[LandmarkModel, Path]:
+    model = random_model()
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "random.onnx")
+    return model, path
+
+
+def test_float_export_matches_torch_on_real_crops(model_and_onnx, test_crops) -> None:
+    model, path = model_and_onnx
+    onnx_model = OnnxLandmarkModel(path, threads=1)
+    torch_lm, torch_logits = model.run_network(test_crops)
+    onnx_lm, onnx_logits = onnx_model.run_network(test_crops)
+    assert onnx_lm.shape == (len(test_crops), 5, 2) and onnx_logits.shape == (len(test_crops), len(TASKS))
+    assert np.abs(torch_lm).max() > 0.05  # the heads are not trivially zero: parity means something
+    assert np.abs(onnx_lm - torch_lm).max() < PARITY_TOLERANCE
+    assert np.abs(onnx_logits - torch_logits).max() < PARITY_TOLERANCE
+
+
+def test_dynamic_batch_sizes(model_and_onnx, test_crops) -> None:
+    model, path = model_and_onnx
+    onnx_model = OnnxLandmarkModel(path, threads=1)
+    for n in (1, 3, 17):
+        lm, logits = onnx_model.run_network(test_crops[:n])
+        assert lm.shape == (n, 5, 2) and logits.shape == (n, len(TASKS))
+        assert np.abs(lm - model.run_network(test_crops[:n])[0]).max() < PARITY_TOLERANCE
+
+
+def test_predict_matches_torch_in_image_pixels(model_and_onnx, mtfl_test_faces) -> None:
+    model, path = model_and_onnx
+    onnx_model = OnnxLandmarkModel(path, threads=1)
+    dataset = FaceDataset(mtfl_test_faces[:8], box_mode="image")
+    greys = [dataset.image(i) for i in range(len(dataset))]
+    boxes = [dataset.box(i) for i in range(len(dataset))]
+    a, b = model.predict(greys, boxes), onnx_model.predict(greys, boxes, batch_size=3)
+    assert b.landmarks.shape == (8, 5, 2)
+    assert np.abs(a.landmarks - b.landmarks).max() < 80 * PARITY_TOLERANCE  # crop -> 80 px image scale
+    assert np.abs(a.attribute_probabilities - b.attribute_probabilities).max() < PARITY_TOLERANCE
+    empty = onnx_model.predict([], [])
+    assert empty.landmarks.shape == (0, 5, 2)
+
+
+def test_dev_checkpoint_parity(tmp_path, test_crops) -> None:
+    if not DEV_CHECKPOINT.is_file():
+        pytest.skip(f"no development checkpoint at {DEV_CHECKPOINT}")
+    stable = tmp_path / "dev.pt"
+    shutil.copyfile(DEV_CHECKPOINT, stable)  # the training run rewrites best.pt
+    model = LandmarkModel.load(stable)
+    onnx_model = OnnxLandmarkModel(export_onnx(model, tmp_path / "dev.onnx"), threads=1)
+    for a, b in zip(model.run_network(test_crops), onnx_model.run_network(test_crops)):
+        assert np.abs(a - b).max() < PARITY_TOLERANCE
+
+
+def test_metadata_round_trip(model_and_onnx) -> None:
+    model, path = model_and_onnx
+    meta = read_metadata(path)
+    assert meta["scheme"] == "mtfl-5"
+    assert json.loads(meta["tasks"]) == list(TASKS)
+    assert int(meta["input_size"]) == 60
+    assert json.loads(meta["config"]) == config_to_dict(model.cfg)
+    assert meta["source"] == "random-init"
+    onnx_model = OnnxLandmarkModel(path)
+    assert onnx_model.scheme is get_scheme("mtfl-5")
+    assert onnx_model.task_names == TASKS and onnx_model.input_size == 60
+
+
+def test_bare_network_export_needs_matching_task_names(tmp_path) -> None:
+    network = random_model().network
+    path = export_onnx(network, tmp_path / "bare.onnx", task_names=TASKS)
+    assert OnnxLandmarkModel(path).task_names == TASKS
+    with pytest.raises(Exception, match="task names"):
+        export_onnx(network, tmp_path / "bad.onnx", task_names=("male",))
+
+
+def test_int8_runs_and_stays_close_to_float(model_and_onnx, test_crops, train_crops, tmp_path) -> None:
+    _, float_path = model_and_onnx
+    int8_path = quantize_int8(float_path, tmp_path / "int8.onnx", train_crops)
+    float_model, int8_model = OnnxLandmarkModel(float_path, threads=1), OnnxLandmarkModel(int8_path, threads=1)
+    ops = {n.op_type for n in __import__("onnx").load(str(int8_path)).graph.node}
+    assert "QuantizeLinear" in ops  # it really is quantised
+    ref, _ = float_model.run_network(test_crops)
+    out, logits = int8_model.run_network(test_crops)
+    assert np.isfinite(out).all() and np.isfinite(logits).all()
+    assert np.abs(out - ref).max() < INT8_LANDMARK_TOLERANCE
+    assert np.abs(out - ref).mean() < INT8_MEAN_TOLERANCE
+    meta = read_metadata(int8_path)
+    assert meta["scheme"] == "mtfl-5" and json.loads(meta["quantization"])["weights"] == "int8"
+
+
+def test_bad_onnx_file_is_a_checkpoint_error(tmp_path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf")
+    with pytest.raises(CheckpointError, match="bad.onnx"):
+        OnnxLandmarkModel(bad)
+    with pytest.raises(CheckpointError, match="no such"):
+        OnnxLandmarkModel(tmp_path / "missing.onnx")
+
+
+def test_load_landmark_model_backends(model_and_onnx, tmp_path) -> None:
+    model, onnx_path = model_and_onnx
+    assert isinstance(load_landmark_model(onnx_path), OnnxLandmarkModel)
+    with pytest.raises(BackendError):
+        load_landmark_model(onnx_path, backend="torch")
+    with pytest.raises(BackendError):
+        load_landmark_model(onnx_path, backend="tensorflow")
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model": model.network.state_dict(), "config": config_to_dict(model.cfg), "scheme": "mtfl-5",
+                "tasks": list(TASKS)}, checkpoint)
+    assert isinstance(load_landmark_model(checkpoint), LandmarkModel)  # auto with torch installed
+    exported = load_landmark_model(checkpoint, backend="onnx")
+    assert isinstance(exported, OnnxLandmarkModel) and exported.task_names == TASKS
+
+
+TORCH_FREE_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.modules["torch"] = None  # any "import torch" now raises ImportError
+    import numpy as np
+    from tcdcn.runtime import load_landmark_model, torch_available
+    from tcdcn.geometry import Box
+    assert not torch_available()
+    model = load_landmark_model(sys.argv[1])
+    grey = np.random.default_rng(0).integers(0, 255, (80, 80), dtype=np.uint8)
+    pred = model.predict([grey, grey], [Box.whole_image(80, 80)] * 2)
+    assert pred.landmarks.shape == (2, 5, 2), pred.landmarks.shape
+    assert np.isfinite(pred.landmarks).all()
+    try:
+        load_landmark_model(sys.argv[2])
+    except Exception as exc:
+        assert type(exc).__name__ == "BackendError", exc
+    else:
+        raise AssertionError("a .pt checkpoint loaded without torch")
+    assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
+    print("ok", model.scheme.name)
+""")
+
+
+def test_runtime_works_without_torch(model_and_onnx, tmp_path) -> None:
+    _, onnx_path = model_and_onnx
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE_SCRIPT, str(onnx_path), str(tmp_path / "x.pt")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok mtfl-5"
+
+
+def test_export_command(model_and_onnx, tmp_path) -> None:
+    model, _ = model_and_onnx
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model": model.network.state_dict(), "config": config_to_dict(model.cfg), "scheme": "mtfl-5",
+                "tasks": list(TASKS)}, checkpoint)
+    parser = argparse.ArgumentParser(prog="tcdcn")
+    add_command(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "cli.onnx"
+    args = parser.parse_args(["export", "--model", str(checkpoint), "--format", "onnx", "--out", str(out)])
+    assert args.func(args) == 0
+    assert read_metadata(out)["source"] == str(checkpoint)
+    crops = np.random.default_rng(1).uniform(0, 255, (4, 1, 60, 60)).astype(np.float32)
+    assert np.abs(OnnxLandmarkModel(out).run_network(crops)[0] - model.run_network(crops)[0]).max() < PARITY_TOLERANCE
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export", "--model", str(checkpoint), "--format", "tflite", "--out", str(out)])
