@@ -13,7 +13,7 @@ from .errors import TcdcnError
 log = logging.getLogger("tcdcn")
 
 # Modules that add their own sub-command with ``add_command(subparsers)``.
-_COMMAND_MODULES = ("predict",)
+_COMMAND_MODULES = ("predict", "export", "studies")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
