@@ -1,0 +1,65 @@
+"""Shared fixtures: where the shared data lives, parsed MTFL lists, and one torch thread per test run.
+
+Data is never copied into the repository: it is read from ``../shared/data`` relative to the repository
+root (resolved from this file, so tests work from any working directory). Tests that need it are skipped
+with a reason naming the missing path when it is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tcdcn.data.annotation import FaceAnnotation
+from tcdcn.data.formats import read_mtfl
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+MTFL_DIR = SHARED_DATA / "mtfl"
+W300_DIR = SHARED_DATA / "300w"
+
+# The machine is shared with a background training run; unit tests must not compete for cores.
+TEST_TORCH_THREADS = 1
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread() -> None:
+    torch.set_num_threads(TEST_TORCH_THREADS)
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (expected ../shared/data beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mtfl_dir() -> Path:
+    return _require(MTFL_DIR)
+
+
+@pytest.fixture(scope="session")
+def mtfl_train_file(mtfl_dir: Path) -> Path:
+    return _require(mtfl_dir / "training.txt")
+
+
+@pytest.fixture(scope="session")
+def mtfl_test_file(mtfl_dir: Path) -> Path:
+    return _require(mtfl_dir / "testing.txt")
+
+
+@pytest.fixture(scope="session")
+def mtfl_train_faces(mtfl_train_file: Path) -> list[FaceAnnotation]:
+    return read_mtfl(mtfl_train_file)
+
+
+@pytest.fixture(scope="session")
+def mtfl_test_faces(mtfl_test_file: Path) -> list[FaceAnnotation]:
+    return read_mtfl(mtfl_test_file)
+
+
+@pytest.fixture(scope="session")
+def w300_afw_dir() -> Path:
+    return _require(W300_DIR / "afw")

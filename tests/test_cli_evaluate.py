@@ -1,0 +1,88 @@
+"""``tcdcn evaluate`` end to end: a briefly trained model scored on 20 real AFLW test faces."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tcdcn.checkpoint import atomic_save
+from tcdcn.cli import main
+from tcdcn.config import config_from_dict
+from tcdcn.data.annotation import FaceAnnotation
+from tcdcn.train import Trainer
+
+NUM_FACES = 20
+SUMMARY_KEYS = {"n", "nme", "failure_rate", "per_landmark", "attribute_accuracy"}
+
+
+@pytest.fixture(scope="module")
+def model_file(mtfl_train_faces: list[FaceAnnotation], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A narrow 5-point model trained for two steps, saved as a weights file."""
+    out = tmp_path_factory.mktemp("cli_model")
+    cfg = config_from_dict({
+        "model": {"channels": [8, 16, 16, 16], "feature_dim": 64},
+        "train": {"epochs": 1, "batch_size": 8, "threads": 1, "warmup_epochs": 0},
+    })
+    faces = mtfl_train_faces[:16]
+    trainer = Trainer(cfg, out, faces=(faces, faces[:8]))
+    trainer.fit()
+    path = out / "model.pt"
+    atomic_save(trainer.weights(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_list(mtfl_dir: Path, mtfl_test_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 20 lines of testing.txt in a folder of their own, with AFLW/ linked beside them."""
+    folder = tmp_path_factory.mktemp("aflw20")
+    os.symlink(mtfl_dir / "AFLW", folder / "AFLW", target_is_directory=True)
+    lines = mtfl_test_file.read_bytes().splitlines(keepends=True)[:NUM_FACES]
+    path = folder / "testing20.txt"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def test_evaluate_json_prints_one_object(model_file: Path, test_list: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["-q", "evaluate", "--model", str(model_file), "--data", str(test_list), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.endswith("\n") and out.count("\n") == 1  # exactly one line: one JSON object
+    summary = json.loads(out)
+    assert isinstance(summary, dict)
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["n"] == NUM_FACES and summary["detected"] == NUM_FACES
+    assert 0 < summary["nme"] < 1  # a two-step model is poor but not absurd
+    assert 0 <= summary["failure_rate"] <= 1
+    assert list(summary["per_landmark"]) == ["left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"]
+    assert set(summary["attribute_accuracy"]) >= {"male", "smiling", "glasses", "pose_class"}
+    assert all(0 <= v <= 1 for v in summary["attribute_accuracy"].values())
+    assert summary["model"] == str(model_file) and summary["box"] == "image"
+
+
+def test_evaluate_text_report(model_file: Path, test_list: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["-q", "evaluate", "--model", str(model_file), "--data", str(test_list), "--box", "gt"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"({NUM_FACES} faces, box=gt" in out and "mean error (inter-ocular)" in out
+
+
+def test_evaluate_reports_a_bad_annotation_file_in_one_line(model_file: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("AFLW/x.jpg 1 2 3\n", encoding="utf-8")
+    code = main(["-q", "evaluate", "--model", str(model_file), "--data", str(bad), "--json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""  # nothing on stdout for a --json consumer to misread
+    assert captured.err.startswith("tcdcn: error: ") and f"{bad}:1" in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_evaluate_reports_a_missing_model(test_list: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["-q", "evaluate", "--model", str(tmp_path / "none.pt"), "--data", str(test_list)])
+    assert code == 2
+    assert "none.pt" in capsys.readouterr().err
