@@ -4,6 +4,18 @@ Each SGD step updates filters K and head W on Eq. 9 with Upsilon and lambda fixe
 ``covariance_interval`` steps Upsilon is recomputed in closed form (step 2, Eq. 12); at every evaluation
 point (``evaluations_per_epoch`` per epoch) the per-task training and validation losses update the task
 coefficients (step 3, Eq. 13-14) or the ECCV early-stopping state.
+
+Faults: ``last.pt`` (written atomically at every epoch end and every ``checkpoint_every_steps``) holds
+everything the loop reads -- parameters, optimiser, Upsilon, lambda with its loss history, the epoch's
+batch order and position in it, the running period losses and the random states -- so ``--resume``
+after a kill, even mid-epoch, continues on the exact trajectory of an uninterrupted run. A non-finite
+loss stops the run before the update and before any checkpoint is overwritten.
+
+Scale-out: under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel; every
+rank walks the same global batch order and draws the same augmentations, computes its contiguous slice
+of each global batch (so the global batch stays ``train.batch_size``), and the per-task training and
+validation losses are summed over ranks before the coefficient update, so every rank computes the same
+lambda and Upsilon (checked at each evaluation). Rank 0 alone writes checkpoints, history and logs.
 """
 
 from __future__ import annotations
@@ -19,13 +31,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from .attributes import tasks_by_name
 from .checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
 from .config import Config, config_to_dict
 from .data.dataset import FaceDataset, split_indices
 from .data.formats import read_annotations
-from .errors import CheckpointError, TcdcnError
+from .data.transforms import draw_params
+from .distributed import DistributedContext, init_from_environment
+from .errors import CheckpointError, ConfigError, TcdcnError
 from .metrics import nme, per_face_error, point_errors
 from .model import TCDCN
 from .multitask import TaskCoefficients, covariance_inverse, update_task_covariance
@@ -33,6 +48,11 @@ from .objective import attribute_losses, landmark_loss, tcdcn_objective
 from .schemes import get_scheme
 
 log = logging.getLogger("tcdcn.train")
+
+# Ranks run identical arithmetic on identical inputs for Upsilon and lambda, so they must agree exactly;
+# the parameter fingerprint goes through one gradient all-reduce per step and is allowed round-off.
+RANK_AGREEMENT_TOLERANCE = 0.0
+PARAMETER_AGREEMENT_TOLERANCE = 1e-6
 
 
 class NonFiniteLossError(TcdcnError):
@@ -68,12 +88,25 @@ class Trainer:
         out_dir: str | Path,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         faces: tuple[list, list] | None = None,
+        distributed: DistributedContext | None = None,
     ) -> None:
+        """``distributed``: the process group to train in; by default joined from torchrun's environment
+        (a single-process context when there is none)."""
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.on_epoch = on_epoch
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        # ``train.device`` ("cpu" or "cuda") where the config has it; the CPU otherwise.
+        device_name = str(getattr(cfg.train, "device", "cpu") or "cpu")
+        self.dist = distributed if distributed is not None else init_from_environment(torch.device(device_name))
+        if device_name == "cuda" and self.dist.is_distributed:
+            device_name = f"cuda:{self.dist.local_rank}"
+            torch.cuda.set_device(device_name)
+        self.device = torch.device(device_name)
+        if cfg.train.batch_size < self.dist.world_size:
+            raise ConfigError(f"train.batch_size={cfg.train.batch_size} is smaller than the "
+                              f"{self.dist.world_size} processes that share each batch")
         self.scheme = get_scheme(cfg.data.scheme)
         self.tasks = tasks_by_name(cfg.data.tasks)
         self.task_names = tuple(t.name for t in self.tasks)
@@ -95,7 +128,13 @@ class Trainer:
         self.val_set.preload()
 
         torch.manual_seed(cfg.train.seed)
-        self.model = self._build_model()
+        self.model = self._build_model().to(self.device)
+        # The forward pass SGD runs through: the model itself, or its DDP wrapper that averages gradients.
+        self.ddp: DistributedDataParallel | None = None
+        if self.dist.is_distributed:
+            # Zero-size heads (no attribute tasks) and terms switched off leave parameters without gradient.
+            unused = any(p.numel() == 0 for p in self.model.parameters()) or not cfg.objective.use_covariance
+            self.ddp = DistributedDataParallel(self.model, find_unused_parameters=unused)
         params = list(self.model.parameters())
         if cfg.train.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.train.learning_rate)
@@ -113,6 +152,7 @@ class Trainer:
         self.period_count = 0
         self.best_val_nme = math.inf
         self.history: list[dict[str, Any]] = []
+        self.last_good_checkpoint: tuple[Path, int] | None = None  # (file, step) a fault falls back to
 
     # ---- set-up -------------------------------------------------------------------------------
     def _build_model(self) -> TCDCN:
@@ -145,9 +185,34 @@ class Trainer:
         spe = self.steps_per_epoch
         return {round(spe * (i + 1) / n) for i in range(n)}
 
+    # ---- batches ------------------------------------------------------------------------------
+    def training_batch(self, global_indices: np.ndarray) -> tuple[dict[str, torch.Tensor], float]:
+        """This rank's slice of one global batch, augmented, and the slice's share of the global batch.
+
+        Augmentation parameters are drawn for the whole global batch on every rank, in the order a single
+        process draws them (``FaceDataset.batch``), so the random state stays the same on all ranks and a
+        run on N processes sees the crops a single-process run sees.
+        """
+        params = [draw_params(self.cfg.augment, self.rng) for _ in global_indices]
+        start, stop = self.dist.shard(len(global_indices))
+        items = [self.train_set.sample(int(i), p) for i, p in zip(global_indices[start:stop], params[start:stop])]
+        crops, norms, labels, visible = zip(*items)
+        batch = {
+            "images": torch.from_numpy(np.stack(crops)[:, None]),  # (b, 1, S, S)
+            "landmarks": torch.from_numpy(np.stack(norms)),  # (b, P, 2)
+            "labels": torch.from_numpy(np.stack(labels)),  # (b, T)
+            "visible": torch.from_numpy(np.stack(visible)),  # (b, P)
+        }
+        return {k: v.to(self.device) for k, v in batch.items()}, (stop - start) / len(global_indices)
+
     # ---- the three steps ----------------------------------------------------------------------
-    def sgd_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Step 1: fix Upsilon and lambda, descend E on filters and W."""
+    def sgd_step(self, batch: dict[str, torch.Tensor], share: float = 1.0) -> dict[str, float]:
+        """Step 1: fix Upsilon and lambda, descend E on filters and W.
+
+        ``share``: this rank's fraction of the global batch (1 on a single process). The loss is scaled
+        by ``share * world_size`` so that DDP's gradient average is the gradient of the global-batch mean
+        even when the slices differ in size.
+        """
         cfg = self.cfg
         lr = learning_rate_at(self.step, self.total_steps, cfg.train.warmup_epochs * self.steps_per_epoch,
                               cfg.train.learning_rate, cfg.train.min_learning_rate)
@@ -156,27 +221,35 @@ class Trainer:
         self.model.train()
         cov_inv = None
         if cfg.objective.use_covariance:
-            cov_inv = covariance_inverse(self.task_covariance, cfg.objective.covariance_ridge).float()
-        terms = tcdcn_objective(self.model, batch, self.coefficients.tensor(), cov_inv, cfg.objective)
+            cov_inv = covariance_inverse(self.task_covariance, cfg.objective.covariance_ridge).float().to(self.device)
+        network = self.model if self.ddp is None else _DataParallelView(self.ddp)
+        coefficients = self.coefficients.tensor().to(self.device)
+        terms = tcdcn_objective(network, batch, coefficients, cov_inv, cfg.objective)  # type: ignore[arg-type]
         total = terms["total"]
-        if not torch.isfinite(total):
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {self.epoch + 1}, step {self.step}; last good checkpoint kept in "
-                f"{self.out_dir} (lower train.learning_rate?)")
+        # [landmark loss, per-task losses (T), total] of this batch: over ranks, the global-batch means.
+        batch_losses = np.concatenate([[terms["landmarks"].item()], terms["task_losses"].cpu().numpy(),
+                                       [total.item()]])
+        if self.dist.is_distributed:
+            batch_losses = self.dist.all_reduce_sum(batch_losses * share)
+        # Decided on the reduced loss, so all ranks stop together instead of leaving the others waiting.
+        if not np.isfinite(batch_losses[-1]):
+            raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, step {self.step}; "
+                                     f"{self._fallback()} (lower train.learning_rate?)")
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (total * (share * self.dist.world_size) if self.dist.is_distributed else total).backward()
         self.optimizer.step()
         self.step += 1
-        self.period_sums += np.concatenate([[terms["landmarks"].item()], terms["task_losses"].numpy()])
+        self.period_sums += batch_losses[:-1]
         self.period_count += 1
         out = {k: float(v.detach()) for k, v in terms.items() if v.ndim == 0}
+        out["landmarks"], out["total"] = float(batch_losses[0]), float(batch_losses[-1])
         out["lr"] = lr
         return out
 
     def update_covariance(self) -> None:
         """Step 2: Eq. 12."""
         if self.cfg.objective.use_covariance:
-            self.task_covariance = update_task_covariance(self.model.head_weight())
+            self.task_covariance = update_task_covariance(self.model.head_weight().detach().cpu())
 
     def update_coefficients(self, val: EvalResult) -> np.ndarray:
         """Step 3: Eq. 13-14 (or early stopping) from this period's training and validation task losses."""
@@ -186,13 +259,16 @@ class Trainer:
     # ---- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, dataset: FaceDataset, batch_size: int = 512) -> EvalResult:
+        """Losses and NME on ``dataset``; under torchrun each rank scores its slice and the sums are shared."""
         self.model.eval()
         lm_sum, task_sum, n = 0.0, np.zeros(len(self.tasks)), 0
-        face_errs = []
-        for start in range(0, len(dataset), batch_size):
-            idx = range(start, min(len(dataset), start + batch_size))
+        face_errs = [np.zeros(0)]
+        first, stop = self.dist.shard(len(dataset))
+        for start in range(first, stop, batch_size):
+            idx = range(start, min(stop, start + batch_size))
             batch = dataset.batch(idx)
-            pred, logits = self.model(batch["images"])
+            pred, logits = self.model(batch["images"].to(self.device))
+            pred, logits = pred.cpu(), logits.cpu()
             b = len(idx)
             lm_sum += landmark_loss(pred, batch["landmarks"], batch["visible"]).item() * b
             task_sum += attribute_losses(logits, batch["labels"]).numpy() * b
@@ -202,12 +278,17 @@ class Trainer:
             p, t = pred.numpy(), batch["landmarks"].numpy()
             errs = point_errors(p, t, self.scheme.interocular_distance(t))
             face_errs.append(per_face_error(errs, batch["visible"].numpy()))
-        return EvalResult(lm_sum / n, task_sum / n, nme(np.concatenate(face_errs)))
+        sums = self.dist.all_reduce_sum(np.concatenate([[lm_sum, n], task_sum]))
+        all_errs = np.concatenate(self.dist.all_gather(np.concatenate(face_errs)))  # rank order = set order
+        total = sums[1]
+        return EvalResult(float(sums[0] / total), sums[2:] / total, nme(all_errs))
 
     # ---- loop ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        """Train to ``train.epochs``; under torchrun, leaves the process group when done."""
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         eval_steps = self.evaluation_steps()
         started = time.time()
         while self.epoch < cfg.train.epochs:
@@ -218,29 +299,43 @@ class Trainer:
             bs = cfg.train.batch_size
             while self.step_in_epoch < self.steps_per_epoch:
                 idx = self.epoch_order[self.step_in_epoch * bs:(self.step_in_epoch + 1) * bs]
-                batch = self.train_set.batch(idx, cfg.augment, self.rng)
-                terms = self.sgd_step(batch)
+                batch, share = self.training_batch(idx)
+                terms = self.sgd_step(batch, share)
                 self.step_in_epoch += 1
                 if self.step % cfg.multitask.covariance_interval == 0:
                     self.update_covariance()
                 if self.step_in_epoch in eval_steps:
                     self._evaluation_point(terms, time.time() - epoch_start)
-                if cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0:
+                # The epoch-end checkpoint below covers the last step of the epoch.
+                if (cfg.train.checkpoint_every_steps and self.step % cfg.train.checkpoint_every_steps == 0
+                        and self.step_in_epoch < self.steps_per_epoch):
                     self.save_checkpoint(self.out_dir / "last.pt")
             self.epoch += 1
             self.epoch_order = None
+            self.step_in_epoch = 0
             self.save_checkpoint(self.out_dir / "last.pt")
         summary = {
             "best_val_nme": self.best_val_nme,
             "epochs": self.epoch,
             "seconds_this_run": time.time() - started,
         }
+        self.dist.barrier()
+        self.dist.shutdown()
         return summary
+
+    def check_ranks_agree(self) -> None:
+        """Raise ``DistributedError`` unless every rank holds the same Upsilon, lambda and parameters."""
+        if not self.dist.is_distributed:
+            return
+        self.dist.assert_same("task covariance", self.task_covariance, RANK_AGREEMENT_TOLERANCE)
+        self.dist.assert_same("task coefficients", self.coefficients.values, RANK_AGREEMENT_TOLERANCE)
+        self.dist.assert_same("parameters", parameter_fingerprint(self.model), PARAMETER_AGREEMENT_TOLERANCE)
 
     def _evaluation_point(self, last_terms: dict[str, float], seconds: float) -> None:
         val = self.evaluate(self.val_set)
         train_task = self.period_sums / max(1, self.period_count)
         coefficients = self.update_coefficients(val)
+        self.check_ranks_agree()
         record = {
             "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
             "step": self.step,
@@ -256,11 +351,15 @@ class Trainer:
         self.period_sums[:] = 0
         self.period_count = 0
         self.history.append(record)
+        improved = val.nme < self.best_val_nme
+        if improved:
+            self.best_val_nme = val.nme
+        if not self.dist.is_main:
+            return
         # Rewritten whole, so a resumed run never repeats the lines logged after its checkpoint.
         (self.out_dir / "history.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
-        if val.nme < self.best_val_nme:
-            self.best_val_nme = val.nme
+        if improved:
             atomic_save(self.weights(), self.out_dir / "best.pt")
         coeffs = " ".join(f"{n}={c:.2f}" for n, c in zip(self.task_names, coefficients))
         tasks = " ".join(f"{n}={v:.3f}" for n, v in zip(self.task_names, train_task[1:]))
@@ -279,6 +378,15 @@ class Trainer:
         return payload
 
     def save_checkpoint(self, path: Path) -> None:
+        """Atomically write the full training state (rank 0 only); never a state with non-finite weights."""
+        # Checked on every rank (they hold the same parameters), so all of them stop together.
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteLossError(f"non-finite parameter {bad[0]} at epoch {self.epoch + 1}, step {self.step}; "
+                                     f"{self._fallback()} (lower train.learning_rate?)")
+        self.last_good_checkpoint = (path, self.step)
+        if not self.dist.is_main:
+            return
         state = self.weights()
         state.update({
             "optimizer": self.optimizer.state_dict(),
@@ -294,7 +402,15 @@ class Trainer:
         })
         atomic_save(state, path)
 
+    def _fallback(self) -> str:
+        """Where a stopped run can resume from, for error messages."""
+        if self.last_good_checkpoint is None:
+            return "no checkpoint written yet"
+        path, step = self.last_good_checkpoint
+        return f"last good checkpoint kept: {path} (step {step})"
+
     def resume(self, path: str | Path) -> None:
+        """Restore the full training state; under torchrun every rank reads the same file."""
         state = read_checkpoint(path)
         if config_to_dict(self.cfg)["model"] != state["config"]["model"]:
             raise CheckpointError(f"{path}: checkpoint's model config differs from the one given")
@@ -318,4 +434,35 @@ class Trainer:
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])
-        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+        self.last_good_checkpoint = (Path(path), self.step)
+        if self.dist.is_main:
+            log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+
+class _DataParallelView:
+    """The model's interface for ``tcdcn_objective`` with the forward pass through DDP.
+
+    DDP averages the gradients of the parameters used in its forward; the penalty terms read the
+    filters and head through the wrapped module in the same backward pass, so their gradients are
+    averaged with the rest.
+    """
+
+    def __init__(self, ddp: DistributedDataParallel) -> None:
+        self.ddp = ddp
+        self.module: TCDCN = ddp.module
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ddp(images)
+
+    def filters(self) -> list[torch.Tensor]:
+        return self.module.filters()
+
+    def head_weight(self) -> torch.Tensor:
+        return self.module.head_weight()
+
+
+def parameter_fingerprint(model: torch.nn.Module) -> np.ndarray:
+    """Per-tensor sum and sum of squares (float64): equal on ranks that hold equal parameters."""
+    stats = [(p.detach().double().sum().item(), p.detach().double().pow(2).sum().item())
+             for p in model.parameters()]
+    return np.asarray(stats, dtype=np.float64).reshape(-1)
