@@ -1,6 +1,6 @@
 """Measure the detector-box -> face-box-convention correction on MTFL *training* faces.
 
-For every training face (80x80 images; the detector upsamples them x3 and pads them with a replicated
+For every training face (80x80 images; the detector upsamples them x2.5 and pads them with a replicated
 border itself), run the raw detector, match its squares to the ground-truth convention box
 (``geometry.box_from_landmarks``) and print, per calibration source (``opencv-frontal``,
 ``opencv-profile``, ``dlib``), the medians of ``side_gt / side_raw`` and ``(centre_gt - centre_raw) /

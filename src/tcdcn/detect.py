@@ -58,7 +58,7 @@ class BoxCalibration:
 # Measured on MTFL training faces (80x80 images, upsampled x2.5 and padded by the detector):
 #   PYTHONPATH=src python bench/calibrate_detector.py --backend opencv --limit 2000
 #   PYTHONPATH=src python bench/calibrate_detector.py --backend dlib --limit 2000
-# (--limit 2000: every 5th of the 10,000 training faces, evenly over lfw_5590 and net_7876)
+# (--limit 2000: every 5th of the 10,000 training faces, so lfw_5590 and net_7876 in proportion)
 # Values are the medians of side_gt / side_raw and (centre_gt - centre_raw) / side_raw over matched faces.
 CALIBRATIONS: dict[str, BoxCalibration] = {
     "opencv-frontal": BoxCalibration(scale=1.2000, dx=0.0085, dy=0.0874),  # 1,847 matched faces
