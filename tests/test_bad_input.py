@@ -269,3 +269,8 @@ def test_resume_from_a_weights_file_or_another_shape(tmp_path: Path, capsys: pyt
                                                                       feature_dim=16))
     argv[-1] = str(wider)
     assert "model config differs" in cli_error(argv, capsys)
+    # A real training checkpoint, resumed with another optimiser.
+    assert main(["-q", "train", "--config", str(config), "--out", str(tmp_path / "adam")]) == 0
+    capsys.readouterr()
+    argv[-3:] = [str(tmp_path / "sgd"), "--resume", str(tmp_path / "adam" / "last.pt")]
+    assert "made with train.optimizer=adam, not sgd" in cli_error([*argv, "--set", "train.optimizer=sgd"], capsys)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -356,9 +357,12 @@ class Trainer:
             self.best_val_nme = val.nme
         if not self.dist.is_main:
             return
-        # Rewritten whole, so a resumed run never repeats the lines logged after its checkpoint.
-        (self.out_dir / "history.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
+        # Rewritten whole, so a resumed run never repeats the lines logged after its checkpoint; replaced
+        # atomically, so a kill while writing leaves the previous complete file.
+        history = self.out_dir / "history.jsonl"
+        partial = history.with_name(f".{history.name}.tmp")
+        partial.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
+        os.replace(partial, history)
         if improved:
             atomic_save(self.weights(), self.out_dir / "best.pt")
         coeffs = " ".join(f"{n}={c:.2f}" for n, c in zip(self.task_names, coefficients))
@@ -416,11 +420,22 @@ class Trainer:
             raise CheckpointError(f"{path}: checkpoint's model config differs from the one given")
         if "optimizer" not in state:
             raise CheckpointError(f"{path}: a weights file, not a training checkpoint (no optimiser state)")
+        saved_train = state["config"].get("train", {})
+        if saved_train.get("optimizer", self.cfg.train.optimizer) != self.cfg.train.optimizer:
+            raise CheckpointError(f"{path}: made with train.optimizer={saved_train['optimizer']}, "
+                                  f"not {self.cfg.train.optimizer}")
+        if saved_train.get("batch_size", self.cfg.train.batch_size) != self.cfg.train.batch_size:
+            # The saved position in the epoch counts batches of the old size.
+            log.warning("%s: train.batch_size changed from %s to %d; the resumed epoch skips or repeats faces",
+                        path, saved_train["batch_size"], self.cfg.train.batch_size)
         try:
             self.model.load_state_dict(state["model"], strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: weights do not fit the model ({str(exc).splitlines()[0]})") from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: optimiser state does not fit ({exc})") from None
         self.task_covariance = state["task_covariance"].to(torch.float64)
         self.coefficients.load_state_dict(state["task_coefficients"])
         self.best_val_nme = float(state["best_val_nme"])
