@@ -25,7 +25,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.resume(args.resume)
     summary = trainer.fit()
-    log.info("done: best validation NME %.2f%% (weights: %s)", 100 * summary["best_val_nme"], f"{args.out}/best.pt")
+    if trainer.dist.is_main:
+        log.info("done: best validation NME %.2f%% (weights: %s)", 100 * summary["best_val_nme"], f"{args.out}/best.pt")
     return 0
 
 
@@ -39,6 +40,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference import LandmarkModel
 
     model = LandmarkModel.load(args.model)
+    model.mirror_average = args.flip
     faces = read_annotations(args.data)
     detector = None
     if args.box == "detect":
@@ -49,6 +51,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(model, faces, args.box, detector)
     summary = report.summary()
     summary["model"] = args.model
+    summary["flip"] = args.flip
     summary["data"] = str(args.data)
     if args.ced:
         report.write_ced(args.ced, label=f"{args.model} ({args.box} box)")
@@ -90,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", choices=("image", "gt", "detect"), default="image",
                    help="face box: whole image (AFLW test protocol), from ground truth, or face detector")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--flip", action="store_true",
+                   help="average each face's prediction with its mirrored crop's (2x the time)")
     p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
     p.set_defaults(func=_cmd_evaluate)
 

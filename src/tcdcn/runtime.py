@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .attributes import AttributeTask
 from .data.transforms import make_crop
 from .errors import CheckpointError, TcdcnError
 from .geometry import Box, apply_affine, from_normalised, invert_affine
@@ -39,7 +40,7 @@ class BackendError(TcdcnError, RuntimeError):
 
 @dataclass
 class Prediction:
-    """Same fields as ``tcdcn.inference.Prediction`` (kept here so this module needs no torch)."""
+    """What every backend's ``predict`` returns."""
 
     landmarks: np.ndarray  # (N, P, 2) image pixels
     attribute_probabilities: np.ndarray  # (N, T)
@@ -55,13 +56,15 @@ def torch_available() -> bool:
 
 class CropLandmarkModel:
     """The torch-free half of a landmark model: crops from (image, box) and landmarks back in image
-    pixels around ``run_network``, which subclasses provide. ``scheme``, ``task_names`` and
-    ``input_size`` are set by the subclass. (``inference.LandmarkModel`` has the same two methods.)
+    pixels around ``run_network``, which subclasses provide (``inference.LandmarkModel`` with torch,
+    ``OnnxLandmarkModel`` with onnxruntime). ``scheme``, ``task_names`` and ``input_size`` are set by
+    the subclass.
     """
 
     scheme: LandmarkScheme
     task_names: tuple[str, ...]
     input_size: int
+    mirror_average: bool = False  # also run each face mirrored and average (test-time flip)
 
     def crops(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
         """(N, 1, S, S) float32 crops and (N, 2, 3) crop->image matrices (as LandmarkModel.crops)."""
@@ -77,7 +80,11 @@ class CropLandmarkModel:
 
     def predict(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box],
                 batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction:
-        """Landmarks in image pixels and attribute probabilities for one box per image."""
+        """Landmarks in image pixels and attribute probabilities for one box per image.
+
+        With ``mirror_average`` set, each crop is also run mirrored and the two answers averaged
+        (mirrored points put back through the scheme's flip pairs, left/right tasks swapped back).
+        """
         n = len(boxes)
         if n == 0:
             return Prediction(np.zeros((0, self.scheme.num_points, 2)), np.zeros((0, len(self.task_names))))
@@ -86,10 +93,21 @@ class CropLandmarkModel:
             part = slice(start, start + batch_size)
             crops, inverses = self.crops(grey_images[part], boxes[part])
             normalised, logits = self.run_network(crops)
+            if self.mirror_average:
+                mirrored, mirrored_logits = self.run_network(np.ascontiguousarray(crops[..., ::-1]))
+                unmirrored = mirrored[:, self.scheme.flip_index] * np.array([-1.0, 1.0], np.float32)
+                normalised = (normalised + unmirrored) / 2
+                logits = (logits + mirrored_logits[:, self._task_flip_index()]) / 2
             crop_px = from_normalised(normalised, self.input_size)  # (b, P, 2)
             out_landmarks.append(np.stack([apply_affine(m, p) for m, p in zip(inverses, crop_px)]))
             out_probabilities.append(1.0 / (1.0 + np.exp(-logits)))
         return Prediction(np.concatenate(out_landmarks), np.concatenate(out_probabilities))
+
+    def _task_flip_index(self) -> list[int]:
+        from .attributes import ALL_TASKS, flip_permutation
+
+        tasks = tuple(ALL_TASKS.get(name) or AttributeTask(name, "other") for name in self.task_names)
+        return flip_permutation(tasks)
 
 
 class OnnxLandmarkModel(CropLandmarkModel):

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Evaluate the shipped models as the README reports them; writes reports/eval/*.json and CED curves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=.venv/bin/tcdcn
+OUT=reports/eval
+mkdir -p "$OUT"
+MTFL=../shared/data/mtfl/testing.txt
+for box in image gt detect; do
+    $T evaluate --model mtfl-5pt --data $MTFL --box $box --json --ced "$OUT/aflw-mtfl-5pt-$box.png" > "$OUT/aflw-mtfl-5pt-$box.json"
+done
+$T evaluate --model mtfl-5pt --data $MTFL --box image --flip --json > "$OUT/aflw-mtfl-5pt-image-flip.json"
+for box in gt detect; do
+    $T evaluate --model mtfl-5pt --data ../shared/data/300w --box $box --json > "$OUT/300w-all-mtfl-5pt-$box.json"
+done
