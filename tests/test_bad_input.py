@@ -133,8 +133,6 @@ def test_missing_image_in_evaluate_names_the_image(tmp_path: Path, capsys: pytes
     assert "gone.jpg" in err
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate() loads images without naming the annotation line "
-                                       "(FaceDataset does); fix in evaluate.py")
 def test_missing_image_in_evaluate_names_the_annotation_line(tmp_path: Path) -> None:
     data = mtfl_file(tmp_path, GOOD_LINE.format(path="gone.jpg"))
     model = LandmarkModel.load(tiny_checkpoint(tmp_path / "model.pt"))

@@ -175,10 +175,10 @@ def test_dynamic_mode_turns_down_a_task_whose_validation_loss_rises() -> None:
 
 def test_early_stopping_criterion_hand_value() -> None:
     # strip 3 -> the window is the last 4 entries [0.7, 0.65, 0.6, 0.58]: median 0.625, sum 2.53.
-    # The implementation multiplies the median by the window length (4): trend = 2.5 / (2.53 - 2.5).
+    # As in the ECCV formula the median is scaled by k = strip (3): trend = 1.875 / (2.53 - 1.875).
     # Gap: (validation 0.7 - best training 0.58) / (coefficient 1 * 0.58).
     history = np.array([1.0, 0.8, 0.7, 0.65, 0.6, 0.58])
-    expected = (4 * 0.625) / (2.53 - 4 * 0.625) * (0.7 - 0.58) / (1.0 * 0.58)
+    expected = (3 * 0.625) / (2.53 - 3 * 0.625) * (0.7 - 0.58) / (1.0 * 0.58)
     assert early_stopping_criterion(history, 0.7, 1.0, strip=3) == pytest.approx(expected, rel=1e-9)
     # A smaller coefficient makes the gap count more.
     assert early_stopping_criterion(history, 0.7, 0.5, strip=3) == pytest.approx(2 * expected, rel=1e-9)

@@ -279,9 +279,6 @@ def test_checkpoint_whose_weights_do_not_fit_its_config_is_refused(
         LandmarkModel.load(forged)
 
 
-@pytest.mark.xfail(strict=True, reason="Trainer.resume loads with torch's load_state_dict, which copies the "
-                   "tensors that fit before it raises on the ones that do not: a refused checkpoint leaves a "
-                   "partly overwritten model (reported; fix: validate on a copy first)")
 def test_refused_checkpoint_leaves_the_model_untouched(
         five_point_run: Path, tmp_path: Path, sixty_eight_point_faces: list[FaceAnnotation]) -> None:
     forged = _forged_checkpoint(five_point_run, tmp_path / "forged.pt")

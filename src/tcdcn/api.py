@@ -102,7 +102,8 @@ class LandmarkDetector:
         detections = self.face_detector(rgb)
         return rgb, scale, self._results(rgb, scale, [d.box for d in detections], [d.score for d in detections])
 
-    def on_boxes(self, image: ImageSource, boxes: Sequence[Box | tuple[float, float, float, float]]) -> list[FaceResult]:
+    def on_boxes(self, image: ImageSource,
+                 boxes: Sequence[Box | tuple[float, float, float, float]]) -> list[FaceResult]:
         """Landmarks for given face boxes (``Box`` on the convention, or (x0, y0, x1, y1) rectangles
         taken as already on the convention), in the original image's pixels."""
         rgb, scale = load_image_scaled(image, self.max_side)

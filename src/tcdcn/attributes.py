@@ -56,7 +56,9 @@ CELEBA_ATTRIBUTE_TASKS: tuple[tuple[str, str, str], ...] = (
 CELEBA_TASK_NAMES: tuple[str, ...] = tuple(t for _, t, _ in CELEBA_ATTRIBUTE_TASKS)
 
 CELEBA_TASKS: tuple[AttributeTask, ...] = tuple(
-    AttributeTask(task, group) for _, task, group in CELEBA_ATTRIBUTE_TASKS if task not in ("male", "smiling", "glasses")
+    AttributeTask(task, group)
+    for _, task, group in CELEBA_ATTRIBUTE_TASKS
+    if task not in ("male", "smiling", "glasses")
 )
 
 # A synthetic task with random labels (the paper's "FLD + random" control).

@@ -85,6 +85,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     seed: int = 0
     threads: int = 0  # 0 = torch default
+    device: str = "cpu"  # "cpu" or "cuda" (under torchrun each rank takes cuda:LOCAL_RANK)
     checkpoint_every_steps: int = 0  # 0 = once per epoch (always at least that)
     # Fine-tuning: start from a trained model (name or checkpoint) and swap its landmark head.
     init_from: str = ""
@@ -132,6 +133,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -209,6 +215,8 @@ def validate(cfg: Config) -> None:
     m = cfg.multitask
     if m.coefficients not in ("dynamic", "fixed", "early_stopping"):
         raise ConfigError(f"multitask.coefficients: expected dynamic|fixed|early_stopping, got {m.coefficients!r}")
+    if cfg.train.device not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: expected cpu|cuda, got {cfg.train.device!r}")
     if cfg.train.optimizer not in ("adam", "sgd"):
         raise ConfigError(f"train.optimizer: expected adam|sgd, got {cfg.train.optimizer!r}")
     if len(cfg.model.channels) != len(cfg.model.kernels):

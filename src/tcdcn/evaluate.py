@@ -13,6 +13,7 @@ import numpy as np
 
 from .data.annotation import FaceAnnotation
 from .data.dataset import to_grey
+from .errors import ImageError
 from .geometry import Box, box_from_landmarks
 from .imageio import load_image
 from .inference import LandmarkModel
@@ -110,7 +111,10 @@ def evaluate(
     data_scheme = faces[0].scheme
     greys, boxes, keep = [], [], []
     for i, face in enumerate(faces):
-        rgb = load_image(face.image_path)
+        try:
+            rgb = load_image(face.image_path)
+        except ImageError as exc:
+            raise ImageError(exc.path, f"{exc.reason} (annotated at {face.source})") from None
         gt_box = box_from_landmarks(face.landmarks, data_scheme)
         if box == "image":
             b: Box | None = Box.whole_image(rgb.shape[1], rgb.shape[0])
@@ -158,7 +162,8 @@ def evaluate(
             accuracy[task] = float(binary_accuracy(pred.attribute_probabilities[labelled, j:j + 1], labels[:, None])[0])
     pose_tasks = [j for j, t in enumerate(model.task_names) if t.startswith("pose_")]
     if len(pose_tasks) > 1:
-        labelled = [k for k, i in enumerate(keep) if all(model.task_names[j] in faces[i].attributes for j in pose_tasks)]
+        pose_names = [model.task_names[j] for j in pose_tasks]
+        labelled = [k for k, i in enumerate(keep) if all(t in faces[i].attributes for t in pose_names)]
         if labelled:
             truth = np.array([[faces[keep[k]].attributes[model.task_names[j]] for j in pose_tasks] for k in labelled])
             guess = pred.attribute_probabilities[np.ix_(labelled, pose_tasks)]

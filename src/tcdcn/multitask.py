@@ -68,8 +68,9 @@ def early_stopping_criterion(
     train_history: np.ndarray, val_now: float, coefficient: float, strip: int
 ) -> float:
     """ECCV 2014 criterion for one task at the latest evaluation; train_history (J,) of training errors."""
+    # The ECCV strip j = t-k..t holds k+1 values; the formula scales the median by k (= strip).
     window = train_history[-strip - 1:]
-    k = len(window)
+    k = strip
     med = float(np.median(window))
     denom = float(window.sum() - k * med)
     best_train = float(train_history.min())

@@ -20,6 +20,7 @@ lambda and Upsilon (checked at each evaluation). Rank 0 alone writes checkpoints
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -429,6 +430,9 @@ class Trainer:
             log.warning("%s: train.batch_size changed from %s to %d; the resumed epoch skips or repeats faces",
                         path, saved_train["batch_size"], self.cfg.train.batch_size)
         try:
+            # Check on a copy first: load_state_dict copies the tensors that fit before it raises, so a
+            # refused checkpoint would otherwise leave a partly overwritten model.
+            copy.deepcopy(self.model).load_state_dict(state["model"], strict=True)
             self.model.load_state_dict(state["model"], strict=True)
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: weights do not fit the model ({str(exc).splitlines()[0]})") from None

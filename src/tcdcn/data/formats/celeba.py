@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ...attributes import CELEBA_ATTRIBUTE_TASKS, CELEBA_TASK_NAMES
 from ...errors import AnnotationError
 from ...schemes import MTFL_5
-from ...attributes import CELEBA_ATTRIBUTE_TASKS, CELEBA_TASK_NAMES
 from ..annotation import FaceAnnotation
 from .helen import read_name_list
 
