@@ -414,7 +414,7 @@ def plot_normalised_correlation(by_task: dict[str, np.ndarray], points: Sequence
 def plot_attribute_correlation(names: Sequence[str], matrix: np.ndarray, path: Path) -> Path:
     """Fig. 7: correlation between the attributes (pose aggregated)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4.3))
+    fig, ax = plt.subplots(figsize=(6, 4.8))
     image = ax.imshow(matrix, cmap="coolwarm", vmin=-1, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
     ax.set_yticks(range(len(names)), names)
