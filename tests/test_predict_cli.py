@@ -1,0 +1,144 @@
+"""`tcdcn predict` and the Python API on real and broken inputs, with the shipped model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tcdcn import LandmarkDetector
+from tcdcn.cli import main
+from tcdcn.errors import ImageError
+from tcdcn.geometry import Box
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def detector() -> LandmarkDetector:
+    return LandmarkDetector()
+
+
+def test_api_finds_the_astronaut_with_plausible_landmarks(detector: LandmarkDetector) -> None:
+    faces = detector(EXAMPLE)
+    assert len(faces) >= 1
+    face = max(faces, key=lambda f: f.score or 0)
+    x0, y0, x1, y1 = face.box.xyxy()
+    # The face in the public-domain portrait spans roughly x 170-280, y 60-170 of the 512x512 image.
+    assert 150 < (x0 + x1) / 2 < 290 and 60 < (y0 + y1) / 2 < 170
+    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
+    assert left_eye[0] < nose[0] < right_eye[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+    assert mouth_left[0] < mouth_right[0]
+    assert set(face.attributes) >= {"male", "smiling", "glasses", "pose_frontal"}
+    assert all(0.0 <= p <= 1.0 for p in face.attributes.values())
+    assert face.head_pose in {"left_profile", "left", "frontal", "right", "right_profile"}
+
+
+def test_api_accepts_arrays_pil_and_grey_alike(detector: LandmarkDetector) -> None:
+    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    box = detector(EXAMPLE)[0].box
+    from_path = detector.on_boxes(EXAMPLE, [box])[0].landmarks
+    from_array = detector.on_boxes(rgb, [box])[0].landmarks
+    from_pil = detector.on_boxes(Image.open(EXAMPLE), [box])[0].landmarks
+    from_grey = detector.on_boxes(np.asarray(Image.open(EXAMPLE).convert("L")), [box])[0].landmarks
+    np.testing.assert_allclose(from_array, from_path, atol=1e-4)
+    np.testing.assert_allclose(from_pil, from_path, atol=1e-4)
+    np.testing.assert_allclose(from_grey, from_path, atol=1.0)  # grey conversion differs by rounding
+
+
+def test_on_boxes_follow_the_box_in_original_pixels_of_a_downscaled_image(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    Image.open(EXAMPLE).resize((2048, 2048), Image.BILINEAR).save(big)
+    full = LandmarkDetector(max_side=4096)
+    small = LandmarkDetector(max_side=512)  # decodes the 2048 image at 512
+    box = Box(225 * 4 + 1.5, 110 * 4 + 1.5, 110 * 4)
+    a = full.on_boxes(big, [box])[0].landmarks
+    b = small.on_boxes(big, [box])[0].landmarks
+    iod = np.linalg.norm(a[0] - a[1])
+    assert np.abs(a - b).max() < 0.1 * iod  # same face, same pixels, despite 4x downscaling
+    assert a[:, 0].min() > 700 and a[:, 0].max() < 1100
+
+
+def test_exif_rotated_photo_gives_landmarks_in_displayed_orientation(detector: LandmarkDetector,
+                                                                      tmp_path: Path) -> None:
+    upright = detector(EXAMPLE)
+    rotated_path = tmp_path / "rotated.jpg"
+    # Store the pixels rotated 90 deg clockwise with orientation 8 (display rotates them back).
+    img = Image.open(EXAMPLE).transpose(Image.ROTATE_270)
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    img.save(rotated_path, exif=exif, quality=95)
+    shown = detector(rotated_path)
+    assert shown and upright
+    best_up = max(upright, key=lambda f: f.score or 0)
+    best_shown = min(shown, key=lambda f: np.hypot(f.box.cx - best_up.box.cx, f.box.cy - best_up.box.cy))
+    assert np.hypot(best_shown.box.cx - best_up.box.cx, best_shown.box.cy - best_up.box.cy) < 10
+
+
+def test_no_face_and_tiny_images_give_empty_results(detector: LandmarkDetector, tmp_path: Path) -> None:
+    assert detector(np.full((300, 300, 3), 128, np.uint8)) == []
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (10, 10), (90, 90, 90)).save(tiny)
+    assert detector(tiny) == []
+
+
+def test_broken_image_through_the_api_is_an_image_error(detector: LandmarkDetector, tmp_path: Path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.jpg"):
+        detector(text)
+
+
+def test_cli_predict_writes_json_and_annotated_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["-q", "predict", str(EXAMPLE), "--out", str(out)]) == 0
+    record = json.loads((out / "astronaut.json").read_text())
+    assert record["input"].endswith("astronaut.jpg")
+    assert len(record["faces"]) >= 1
+    face = record["faces"][0]
+    assert set(face) == {"box", "score", "landmarks", "attributes", "head_pose"}
+    assert list(face["landmarks"]) == ["left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"]
+    drawn = Image.open(out / "astronaut.jpg")
+    assert drawn.size == (512, 512)
+    assert capsys.readouterr().out == ""
+
+
+def test_cli_predict_goes_on_past_bad_inputs_and_says_so(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(EXAMPLE, inputs / "a_good.jpg")
+    (inputs / "b_text.jpg").write_text("hello")
+    (inputs / "c_empty.png").write_bytes(b"")
+    (inputs / "d_truncated.jpg").write_bytes(EXAMPLE.read_bytes()[:2000])
+    empty_folder = tmp_path / "nothing_here"
+    empty_folder.mkdir()
+    out = tmp_path / "out"
+    code = main(["-q", "predict", str(inputs), str(tmp_path / "missing.jpg"), str(empty_folder),
+                 "--out", str(out), "--jsonl", "--no-draw"])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [Path(r["input"]).name for r in lines] == ["a_good.jpg"]
+    for name in ("b_text.jpg", "c_empty.png", "d_truncated.jpg", "missing.jpg", "nothing_here"):
+        matching = [line for line in err.splitlines() if name in line]
+        assert len(matching) == 1, (name, err)
+        assert matching[0].startswith("tcdcn: error:")
+    assert "Traceback" not in err
+    assert "5 of 6 input(s) failed" in err
+
+
+def test_cli_predict_csv_has_one_row_per_face(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["-q", "predict", str(EXAMPLE), "--out", str(out), "--csv", "--no-draw"]) == 0
+    rows = list(csv.reader((out / "results.csv").open()))
+    header, body = rows[0], rows[1:]
+    assert header[:8] == ["input", "frame", "face", "score", "x0", "y0", "x1", "y1"]
+    assert "left_eye_x" in header and "male" in header
+    assert len(body) >= 1 and all(len(r) == len(header) for r in body)
