@@ -44,7 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 DEFAULT_TEST = DATA / "mtfl" / "testing.txt"
 DEFAULT_TRAIN = DATA / "mtfl" / "training.txt"
-DEV_CHECKPOINT = REPO / "runs" / "mtfl-5pt" / "best.pt"
 DEFAULT_OUT = REPO / "bench" / "results" / "speed"
 DEFAULT_BATCH_SIZES = (1, 16, 64, 256, 1024)
 # dlib 68-point indices that give the five MTFL points (image-left eye first).
@@ -144,7 +143,7 @@ def dlib_five_points(shape: Any) -> np.ndarray:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_model = str(DEV_CHECKPOINT) if DEV_CHECKPOINT.is_file() else "mtfl-5pt"
+    default_model = "mtfl-5pt"
     p.add_argument("--model", default=default_model, help="checkpoint or shipped name (default %(default)s)")
     p.add_argument("--test", default=str(DEFAULT_TEST), help="annotation list timed and scored")
     p.add_argument("--train", default=str(DEFAULT_TRAIN), help="training list for int8 calibration")
@@ -189,11 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from tcdcn.data.dataset import to_grey
     from tcdcn.data.formats import read_annotations
     from tcdcn.export import calibration_crops, export_onnx, quantize_int8
     from tcdcn.geometry import Box
-    from tcdcn.imageio import load_image
+    from tcdcn.imageio import load_image, to_grey
     from tcdcn.inference import LandmarkModel
     from tcdcn.runtime import OnnxLandmarkModel
 
@@ -314,9 +312,8 @@ def time_pipeline(faces: list[Any], onnx_model: Any, torch_model: Any) -> dict[s
     """Per-image ms for decode, detection and landmarks (single thread), over ``faces``' images."""
     import torch
 
-    from tcdcn.data.dataset import to_grey
     from tcdcn.geometry import Box
-    from tcdcn.imageio import load_image
+    from tcdcn.imageio import load_image, to_grey
 
     torch.set_num_threads(1)
     try:

@@ -142,3 +142,20 @@ def test_cli_predict_csv_has_one_row_per_face(tmp_path: Path) -> None:
     assert header[:8] == ["input", "frame", "face", "score", "x0", "y0", "x1", "y1"]
     assert "left_eye_x" in header and "male" in header
     assert len(body) >= 1 and all(len(r) == len(header) for r in body)
+
+
+def test_api_runs_without_torch_on_the_shipped_onnx_model() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from tcdcn import LandmarkDetector\n"
+        "d = LandmarkDetector()\n"
+        f"faces = d({str(EXAMPLE)!r})\n"
+        "print(type(d.model).__name__, len(faces), 'torch' in sys.modules and sys.modules['torch'] is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    name, count, torch_loaded = done.stdout.split()
+    assert name == "OnnxLandmarkModel" and int(count) >= 1 and torch_loaded == "False"

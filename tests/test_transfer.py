@@ -16,12 +16,11 @@ import torch
 from tcdcn.checkpoint import atomic_save, read_checkpoint
 from tcdcn.config import Config, DataConfig, ModelConfig, MultitaskConfig, TrainConfig, config_to_dict, load_config
 from tcdcn.data.annotation import FaceAnnotation
-from tcdcn.data.dataset import to_grey
 from tcdcn.data.formats import read_annotations
 from tcdcn.errors import CheckpointError
 from tcdcn.evaluate import evaluate
 from tcdcn.geometry import box_from_landmarks
-from tcdcn.imageio import load_image
+from tcdcn.imageio import load_image, to_grey
 from tcdcn.inference import LandmarkModel
 from tcdcn.schemes import IBUG_68, MTFL_5
 from tcdcn.train import Trainer

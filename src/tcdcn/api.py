@@ -16,9 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .data.dataset import to_grey
 from .geometry import Box
-from .imageio import DEFAULT_MAX_SIDE, ImageSource, load_image_scaled, to_original_pixels
+from .imageio import DEFAULT_MAX_SIDE, ImageSource, load_image_scaled, to_grey, to_original_pixels
 
 DEFAULT_MODEL = "mtfl-5pt"
 

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from .data.annotation import FaceAnnotation
-from .data.dataset import to_grey
 from .errors import ImageError
 from .geometry import Box, box_from_landmarks
-from .imageio import load_image
+from .imageio import load_image, to_grey
 from .inference import LandmarkModel
 from .metrics import (
     DEFAULT_FAILURE_THRESHOLD,

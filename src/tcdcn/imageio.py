@@ -64,6 +64,13 @@ def load_image(source: ImageSource) -> np.ndarray:
     return array
 
 
+def to_grey(image_rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB -> (H, W) ITU-R 601 luma, as OpenCV and PIL compute it; grey passes through."""
+    if image_rgb.ndim == 2:
+        return image_rgb
+    return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+
+
 def load_image_scaled(source: ImageSource, max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, float]:
     """``(array, scale)``: the image with its long side at most ``max_side``.
 

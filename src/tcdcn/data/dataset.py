@@ -15,20 +15,11 @@ from ..attributes import AttributeTask, flip_permutation
 from ..config import AugmentConfig
 from ..errors import ImageError
 from ..geometry import Box, box_from_landmarks
-from ..imageio import load_image
+from ..imageio import load_image, to_grey
 from .annotation import FaceAnnotation
 from .transforms import IDENTITY, CropParams, draw_params, make_crop
 
 BOX_MODES = ("gt", "image")
-
-
-def to_grey(image_rgb: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma, as OpenCV and PIL compute it."""
-    if image_rgb.ndim == 2:
-        return image_rgb
-    import cv2
-
-    return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
 
 
 class FaceDataset:
