@@ -159,3 +159,20 @@ def test_api_runs_without_torch_on_the_shipped_onnx_model() -> None:
     assert done.returncode == 0, done.stderr
     name, count, torch_loaded = done.stdout.split()
     assert name == "OnnxLandmarkModel" and int(count) >= 1 and torch_loaded == "False"
+
+
+def test_cli_predict_video_frame_by_frame_with_smoothing(tmp_path: Path) -> None:
+    import cv2
+
+    frame = cv2.cvtColor(np.asarray(Image.open(EXAMPLE).convert("RGB").resize((256, 256))), cv2.COLOR_RGB2BGR)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    for _ in range(4):
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    assert main(["-q", "predict", str(video), "--out", str(out)]) == 0
+    record = json.loads((out / "clip.json").read_text())
+    assert [f["frame"] for f in record["frames"]] == [0, 1, 2, 3]
+    assert all(len(f["faces"]) >= 1 for f in record["frames"])
+    assert (out / "clip.mp4").stat().st_size > 0
