@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from mtfl_lists import write_tiny_mtfl
 
 from tcdcn.checkpoint import read_checkpoint
 from tcdcn.config import config_from_dict
@@ -26,7 +27,6 @@ from tcdcn.distributed import DistributedContext, DistributedError, free_port, i
 from tcdcn.train import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MTFL_TRAIN = REPO_ROOT.parent / "shared" / "data" / "mtfl" / "training.txt"
 FACES_USED = 64
 WORLD_SIZE = 2
 BATCH_SIZE = 7  # 48 training faces -> 6 steps per epoch; slices of 4 and 3
@@ -40,24 +40,6 @@ OPTIMIZER = "sgd"
 PARAMETER_TOLERANCE = 1e-5
 COEFFICIENT_TOLERANCE = 1e-4
 SUBPROCESS_TIMEOUT_S = 400.0
-
-
-def write_tiny_mtfl(folder: Path, count: int = FACES_USED) -> Path:
-    """An MTFL list of the first ``count`` training faces, images symlinked under ``folder/images``."""
-    if not MTFL_TRAIN.is_file():
-        pytest.skip(f"shared data not found at {MTFL_TRAIN} (expected ../shared/data beside the repository)")
-    images = folder / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, line in enumerate(MTFL_TRAIN.read_text().splitlines()[:count]):
-        fields = line.split()
-        source = MTFL_TRAIN.parent / fields[0].replace("\\", "/")
-        link = images / f"{i:03d}{source.suffix}"
-        link.symlink_to(source)
-        lines.append(" ".join([f"images/{link.name}", *fields[1:]]))
-    listing = folder / "faces.txt"
-    listing.write_text("\n".join(lines) + "\n")
-    return listing
 
 
 def tiny_config(listing: Path, epochs: int = EPOCHS) -> dict[str, Any]:
@@ -105,7 +87,7 @@ def _rank_main(rank: int, world_size: int, port: int, config: dict[str, Any], ou
 
 @pytest.fixture(scope="module")
 def listing(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_mtfl(tmp_path_factory.mktemp("tiny"))
+    return write_tiny_mtfl(tmp_path_factory.mktemp("tiny"), FACES_USED)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from mtfl_lists import write_tiny_mtfl
 
 from tcdcn import checkpoint
 from tcdcn.checkpoint import atomic_save, read_checkpoint
@@ -27,7 +28,6 @@ from tcdcn.config import config_from_dict, load_config
 from tcdcn.train import NonFiniteLossError, Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MTFL_TRAIN = REPO_ROOT.parent / "shared" / "data" / "mtfl" / "training.txt"
 FACES_USED = 64
 BATCH_SIZE = 8  # 48 training faces -> 6 steps per epoch
 EPOCHS = 3
@@ -37,24 +37,6 @@ STEPS_PER_EPOCH = 6
 SLOW_STEP_S = 0.3
 KILL_DEADLINE_S = 120.0
 SUBPROCESS_TIMEOUT_S = 300.0
-
-
-def write_tiny_mtfl(folder: Path, count: int = FACES_USED) -> Path:
-    """An MTFL list of the first ``count`` training faces, images symlinked under ``folder/images``."""
-    if not MTFL_TRAIN.is_file():
-        pytest.skip(f"shared data not found at {MTFL_TRAIN} (expected ../shared/data beside the repository)")
-    images = folder / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i, line in enumerate(MTFL_TRAIN.read_text().splitlines()[:count]):
-        fields = line.split()
-        source = MTFL_TRAIN.parent / fields[0].replace("\\", "/")
-        link = images / f"{i:03d}{source.suffix}"
-        link.symlink_to(source)
-        lines.append(" ".join([f"images/{link.name}", *fields[1:]]))
-    listing = folder / "faces.txt"
-    listing.write_text("\n".join(lines) + "\n")
-    return listing
 
 
 def tiny_config(listing: Path) -> dict[str, Any]:
@@ -74,7 +56,7 @@ def tiny_config(listing: Path) -> dict[str, Any]:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(config file, data listing) in a fresh folder."""
     folder = tmp_path_factory.mktemp("tiny")
-    listing = write_tiny_mtfl(folder)
+    listing = write_tiny_mtfl(folder, FACES_USED)
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(listing)))
     return config, listing

@@ -33,6 +33,7 @@ import numpy as np
 from ...errors import AnnotationError
 from ...schemes import LandmarkScheme, register_scheme
 from ..annotation import FaceAnnotation
+from .text import read_text_lines
 
 AFLW_POINTS = 21
 
@@ -58,15 +59,6 @@ AFLW_21 = register_scheme(LandmarkScheme(
 ))
 
 
-def _lines(p: Path) -> list[str]:
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise AnnotationError(p, f"cannot read ({exc.strerror or exc})") from None
-    try:
-        return raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise AnnotationError(p, "not a text file (not UTF-8)") from None
 
 
 def _fields(line: str) -> list[str]:
@@ -111,7 +103,7 @@ def read_aflw(path: str | Path, root: str | Path | None = None,
     p = Path(path)
     base = Path(root) if root is not None else p.parent
     faces = [parse_aflw_line(line, p, n, base, check_images)
-             for n, line in enumerate(_lines(p), start=1)
+             for n, line in enumerate(read_text_lines(p), start=1)
              if line.strip() and not line.lstrip().startswith("#")]
     if not faces:
         raise AnnotationError(p, "no annotations in file")
@@ -125,7 +117,7 @@ def read_aflw_points(coords_file: str | Path, faces_file: str | Path, root: str 
     cp, fp = Path(coords_file), Path(faces_file)
     base = Path(root) if root is not None else fp.parent
     images: dict[str, tuple[Path, int]] = {}
-    for n, line in enumerate(_lines(fp), start=1):
+    for n, line in enumerate(read_text_lines(fp), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = [f.strip() for f in (line.split(",", 1) if "," in line else line.split(None, 1))]
@@ -139,7 +131,7 @@ def read_aflw_points(coords_file: str | Path, faces_file: str | Path, root: str 
         raise AnnotationError(fp, "no faces in file")
     points = {fid: np.full((AFLW_POINTS, 2), np.nan) for fid in images}
     first_line: dict[str, int] = {}
-    for n, line in enumerate(_lines(cp), start=1):
+    for n, line in enumerate(read_text_lines(cp), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = _fields(line)

@@ -28,6 +28,7 @@ from ...errors import AnnotationError
 from ...schemes import MTFL_5
 from ..annotation import FaceAnnotation
 from .helen import read_name_list
+from .text import read_text_lines
 
 # (CelebA attribute, task name, group). "male", "smiling", "glasses" share MTFL's task names.
 
@@ -35,15 +36,6 @@ _LANDMARK_COLUMNS = ("lefteye_x", "lefteye_y", "righteye_x", "righteye_y", "nose
                      "leftmouth_x", "leftmouth_y", "rightmouth_x", "rightmouth_y")
 
 
-def _lines(p: Path) -> list[str]:
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise AnnotationError(p, f"cannot read ({exc.strerror or exc})") from None
-    try:
-        return raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise AnnotationError(p, "not a text file (not UTF-8)") from None
 
 
 def _header(p: Path, lines: list[str]) -> tuple[int, list[str]]:
@@ -81,7 +73,7 @@ def _rows(p: Path, lines: list[str], count: int, width: int):
 def read_celeba_landmarks(path: str | Path) -> dict[str, tuple[np.ndarray, int]]:
     """Image name -> ``((5, 2) float32 points in MTFL_5 order, line number)``, in file order."""
     p = Path(path)
-    lines = _lines(p)
+    lines = read_text_lines(p)
     count, names = _header(p, lines)
     missing = [c for c in _LANDMARK_COLUMNS if c not in names]
     if missing:
@@ -102,7 +94,7 @@ def read_celeba_landmarks(path: str | Path) -> dict[str, tuple[np.ndarray, int]]
 def read_celeba_attributes(path: str | Path) -> tuple[list[str], dict[str, dict[str, int]]]:
     """``(attribute names, image name -> {CelebA attribute: 0/1})`` from ``list_attr_celeba.txt``."""
     p = Path(path)
-    lines = _lines(p)
+    lines = read_text_lines(p)
     count, names = _header(p, lines)
     labels: dict[str, dict[str, int]] = {}
     for i, name, values in _rows(p, lines, count, len(names)):

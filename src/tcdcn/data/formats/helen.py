@@ -29,6 +29,7 @@ from ...errors import AnnotationError
 from ...schemes import LandmarkScheme, register_scheme
 from ..annotation import FaceAnnotation
 from .pts import IMAGE_SUFFIXES
+from .text import read_text_lines
 
 HELEN_POINTS = 194
 
@@ -100,21 +101,12 @@ HELEN_194 = register_scheme(LandmarkScheme(
 ))
 
 
-def _read_text_lines(p: Path) -> list[str]:
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise AnnotationError(p, f"cannot read ({exc.strerror or exc})") from None
-    try:
-        return raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise AnnotationError(p, "not a text file (not UTF-8)") from None
 
 
 def parse_helen_file(path: str | Path) -> tuple[str, np.ndarray]:
     """Return ``(image name, (194, 2) float32 points)``; ``AnnotationError`` with file and line."""
     p = Path(path)
-    lines = _read_text_lines(p)
+    lines = read_text_lines(p)
     if not lines or not lines[0].strip():
         raise AnnotationError(p, "first line must be the image name", 1)
     name = lines[0].strip()
@@ -170,7 +162,7 @@ def read_name_list(path: str | Path) -> list[tuple[str, int]]:
     MAFL's training/testing lists); blank lines are skipped."""
     p = Path(path)
     names: list[tuple[str, int]] = []
-    for i, line in enumerate(_read_text_lines(p), start=1):
+    for i, line in enumerate(read_text_lines(p), start=1):
         s = line.strip()
         if not s:
             continue

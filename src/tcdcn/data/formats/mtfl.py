@@ -15,6 +15,7 @@ import numpy as np
 from ...errors import AnnotationError
 from ...schemes import MTFL_5
 from ..annotation import FaceAnnotation
+from .text import read_text_lines
 
 _BINARY = (("male", 11), ("smiling", 12), ("glasses", 13))
 _POSES = ("pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile")
@@ -49,17 +50,10 @@ def parse_mtfl_line(text: str, path: Path, line_no: int, root: Path) -> FaceAnno
 def read_mtfl(path: str | Path, root: str | Path | None = None) -> list[FaceAnnotation]:
     """Read an MTFL list file; raises ``AnnotationError`` naming the file and line on bad input."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise AnnotationError(p, f"cannot read ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise AnnotationError(p, "not a text file (not UTF-8)") from None
+    lines = read_text_lines(p)
     base = Path(root) if root is not None else p.parent
     faces = [parse_mtfl_line(line, p, n, base)
-             for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+             for n, line in enumerate(lines, start=1) if line.strip()]
     if not faces:
         raise AnnotationError(p, "no annotations in file")
     return faces
