@@ -176,3 +176,16 @@ def test_cli_predict_video_frame_by_frame_with_smoothing(tmp_path: Path) -> None
     assert [f["frame"] for f in record["frames"]] == [0, 1, 2, 3]
     assert all(len(f["faces"]) >= 1 for f in record["frames"])
     assert (out / "clip.mp4").stat().st_size > 0
+
+
+def test_huge_photo_is_decoded_bounded_and_gives_results_in_original_pixels(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.jpg"
+    Image.new("RGB", (10_000, 10_000), (120, 120, 120)).save(huge, quality=50)
+    detector = LandmarkDetector(max_side=1024)
+    rgb, scale, faces = detector.detect(huge)
+    assert max(rgb.shape[:2]) <= 1024 and scale == pytest.approx(0.1024, rel=1e-3)
+    assert faces == []  # a flat photo has no face: an empty result, not an error
+    box = Box(5000.0, 5000.0, 2000.0)
+    (face,) = detector.on_boxes(huge, [box])
+    assert face.box.side == pytest.approx(2000.0, rel=1e-6)
+    assert np.all((face.landmarks > 3000) & (face.landmarks < 7000))  # original pixels, inside the box
