@@ -1,0 +1,57 @@
+"""Where a 5-point model's error comes from: error by head pose and the mean signed offset per point.
+
+    python bench/error_analysis.py --model mtfl-5pt --data ../shared/data/mtfl/testing.txt --box image
+
+Offsets are (prediction - annotation) / inter-ocular distance, averaged over faces: a value far from 0
+at every point is a systematic shift (a framing or annotation-convention difference), not noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from tcdcn.data.formats import read_annotations
+from tcdcn.geometry import Box, box_from_landmarks
+from tcdcn.imageio import load_image, to_grey
+from tcdcn.inference import LandmarkModel
+from tcdcn.metrics import per_face_error, point_errors
+
+POSES = ("pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="mtfl-5pt")
+    p.add_argument("--data", default="../shared/data/mtfl/testing.txt")
+    p.add_argument("--box", choices=("image", "gt"), default="image")
+    args = p.parse_args(argv)
+    model = LandmarkModel.load(args.model)
+    faces = read_annotations(args.data)
+    greys = [to_grey(load_image(f.image_path)) for f in faces]
+    boxes = [Box.whole_image(g.shape[1], g.shape[0]) if args.box == "image"
+             else box_from_landmarks(f.landmarks, f.scheme) for g, f in zip(greys, faces)]
+    pred = model.predict(greys, boxes).landmarks  # (N, 5, 2)
+    target = np.stack([f.scheme.five_points(f.landmarks.astype(np.float64)) for f in faces])  # (N, 5, 2)
+    iod = model.scheme.interocular_distance(target)
+    face_err = per_face_error(point_errors(pred, target, iod))
+    offsets = ((pred - target) / iod[:, None, None]).mean(axis=0)  # (5, 2)
+    out: dict[str, object] = {
+        "n": len(faces),
+        "nme": float(face_err.mean()),
+        "mean_offset_per_point": {n: [round(float(x), 4), round(float(y), 4)]
+                                  for n, (x, y) in zip(model.scheme.point_names, offsets)},
+    }
+    if all(all(t in f.attributes for t in POSES) for f in faces):
+        pose = np.array([[f.attributes[t] for t in POSES] for f in faces]).argmax(axis=1)
+        out["nme_by_pose"] = {t.removeprefix("pose_"): {"n": int((pose == k).sum()),
+                                                       "nme": round(float(face_err[pose == k].mean()), 4)}
+                              for k, t in enumerate(POSES) if (pose == k).any()}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
