@@ -1,0 +1,39 @@
+"""Score a model on the validation split its config carves from the training data (never the test set).
+
+    python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--flip]
+
+The split is the one ``Trainer`` uses (``data.validation_fraction``, ``data.split_seed``); faces are
+framed with the ground-truth box convention, as during training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tcdcn.config import load_config
+from tcdcn.data.dataset import split_indices
+from tcdcn.data.formats import read_annotations
+from tcdcn.evaluate import evaluate
+from tcdcn.inference import LandmarkModel
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="configs/mtfl-5pt.yaml")
+    p.add_argument("--model", default="mtfl-5pt")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored crop's prediction")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    faces = read_annotations(cfg.data.train)
+    _, val_idx = split_indices(len(faces), cfg.data.validation_fraction, cfg.data.split_seed)
+    model = LandmarkModel.load(args.model)
+    model.mirror_average = args.flip
+    summary = evaluate(model, [faces[i] for i in val_idx], box="gt").summary()
+    summary.update(model=args.model, config=args.config, flip=args.flip)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
