@@ -175,8 +175,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
             for k, v in ((f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg))}
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config; ``overrides`` are ``section.key=value`` strings (values parsed as YAML)."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, or ``ConfigError`` naming the file."""
     p = Path(path)
     try:
         values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
@@ -186,6 +186,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config; ``overrides`` are ``section.key=value`` strings (values parsed as YAML)."""
+    p = Path(path)
+    values = read_yaml_mapping(p)
     apply_overrides(values, overrides or [])
     try:
         return config_from_dict(values)

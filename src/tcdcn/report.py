@@ -374,41 +374,35 @@ def plot_task_coefficients(runs: Sequence[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_group_landmark_correlation(by_group: dict[str, np.ndarray], points: Sequence[str], path: Path) -> Path:
-    """Fig. 5: mean |correlation| of each attribute group with each landmark."""
+def _grouped_bars(rows: dict[str, np.ndarray], points: Sequence[str], path: Path, xlabel: str,
+                  ylabel: str) -> Path:
+    """One group of bars per row (attribute group or task), one bar per landmark."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
-    groups = list(by_group)
+    names = list(rows)
     width = 0.8 / len(points)
-    x = np.arange(len(groups))
+    x = np.arange(len(names))
     for i, p in enumerate(points):
-        ax.bar(x + (i - (len(points) - 1) / 2) * width, [by_group[g][i] for g in groups], width,
+        ax.bar(x + (i - (len(points) - 1) / 2) * width, [rows[n][i] for n in names], width,
                label=_point_label(p))
-    ax.set_xticks(x, groups)
-    ax.set_xlabel("attribute group")
-    ax.set_ylabel("mean |correlation| with the landmark")
+    ax.set_xticks(x, names)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_group_landmark_correlation(by_group: dict[str, np.ndarray], points: Sequence[str], path: Path) -> Path:
+    """Fig. 5: mean |correlation| of each attribute group with each landmark."""
+    return _grouped_bars(by_group, points, path, "attribute group", "mean |correlation| with the landmark")
 
 
 def plot_normalised_correlation(by_task: dict[str, np.ndarray], points: Sequence[str], path: Path) -> Path:
     """Fig. 6: one attribute per group, |correlation| with the landmarks normalised to sum to one."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    tasks = list(by_task)
-    width = 0.8 / len(points)
-    x = np.arange(len(tasks))
-    for i, p in enumerate(points):
-        ax.bar(x + (i - (len(points) - 1) / 2) * width, [by_task[t][i] for t in tasks], width,
-               label=_point_label(p))
-    ax.set_xticks(x, tasks)
-    ax.set_ylabel("normalised |correlation|")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _grouped_bars(by_task, points, path, "", "normalised |correlation|")
 
 
 def plot_attribute_correlation(names: Sequence[str], matrix: np.ndarray, path: Path) -> Path:

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from .attributes import tasks_by_name
-from .config import Config, apply_overrides, config_from_dict, config_to_dict
+from .config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml_mapping
 from .data.annotation import FaceAnnotation
 from .errors import CheckpointError, ConfigError, TcdcnError
 
@@ -85,12 +84,7 @@ class Study:
 def load_study(path: str | Path, root: str | Path = ".") -> Study:
     """Read the grid YAML; variant configs are checked here, so a typo fails before any training."""
     p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml_mapping(p)
     known = {"base_config", "seeds", "train_subset", "subset_seed", "variants", "attribute_variants",
              "scheme_variants"}
     unknown = sorted(set(raw) - known)
@@ -134,10 +128,7 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def variant_config(study: Study, variant: Variant, seed: int, threads: int | None = None) -> Config:
     """The base config + the variant's overrides, with ``train.seed`` = seed (and the thread count)."""
     path = study.root / study.base_config
-    try:
-        base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    base = read_yaml_mapping(path)
     values = _merge(base, variant.overrides)
     extra = [f"train.seed={seed}"] + ([f"train.threads={threads}"] if threads is not None else [])
     apply_overrides(values, extra)
