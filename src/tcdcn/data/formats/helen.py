@@ -18,7 +18,6 @@ them geometrically from a mean shape. With real Helen files at hand, check them 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from ...errors import AnnotationError
 from ...schemes import LandmarkScheme, register_scheme
 from ..annotation import FaceAnnotation
 from .pts import IMAGE_SUFFIXES
-from .text import read_text_lines
+from .text import parse_point_line, read_text_lines
 
 HELEN_POINTS = 194
 
@@ -117,15 +116,7 @@ def parse_helen_file(path: str | Path) -> tuple[str, np.ndarray]:
         s = line.strip()
         if not s:
             continue
-        parts = s.replace(",", " ").split()
-        if len(parts) != 2:
-            raise AnnotationError(p, f"expected 'x , y', found {s!r}", i)
-        try:
-            x, y = float(parts[0]), float(parts[1])
-        except ValueError:
-            raise AnnotationError(p, f"non-numeric point {s!r}", i) from None
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise AnnotationError(p, "non-finite point", i)
+        x, y = parse_point_line(s, p, i, separators=",", form="x , y")
         if len(points) == HELEN_POINTS:
             raise AnnotationError(p, f"more than {HELEN_POINTS} points", i)
         points.append((x, y))

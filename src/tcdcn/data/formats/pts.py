@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from ...errors import AnnotationError
 from ...schemes import IBUG_68, LandmarkScheme
 from ..annotation import FaceAnnotation
+from .text import parse_point_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -44,16 +44,7 @@ def read_pts(path: str | Path, expected_points: int | None = None) -> np.ndarray
             break
         if not s:
             continue
-        parts = s.split()
-        if len(parts) != 2:
-            raise AnnotationError(p, f"expected 'x y', found {s!r}", i)
-        try:
-            x, y = float(parts[0]), float(parts[1])
-        except ValueError:
-            raise AnnotationError(p, f"non-numeric point {s!r}", i) from None
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise AnnotationError(p, "non-finite point", i)
-        points.append((x, y))
+        points.append(parse_point_line(s, p, i))
     if end is None:
         raise AnnotationError(p, "missing closing '}'")
     if len(points) != n_points:
