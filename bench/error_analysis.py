@@ -4,6 +4,9 @@
 
 Offsets are (prediction - annotation) / inter-ocular distance, averaged over faces: a value far from 0
 at every point is a systematic shift (a framing or annotation-convention difference), not noise.
+``nme_without_mean_offset`` says how much of the error that shift is: the error after subtracting the
+mean pixel offset, which is fitted on the evaluated faces themselves. It is a diagnostic only; no model
+or reported result applies it (fitting it on a test set would be tuning on the test set).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from tcdcn.data.formats import read_annotations
 from tcdcn.geometry import Box, box_from_landmarks
 from tcdcn.imageio import load_image, to_grey
 from tcdcn.inference import LandmarkModel
-from tcdcn.metrics import per_face_error, point_errors
+from tcdcn.metrics import failure_rate, per_face_error, point_errors
 
 POSES = ("pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile")
 
@@ -38,9 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     iod = model.scheme.interocular_distance(target)
     face_err = per_face_error(point_errors(pred, target, iod))
     offsets = ((pred - target) / iod[:, None, None]).mean(axis=0)  # (5, 2)
+    mean_shift = (pred - target).mean(axis=(0, 1))  # (2,) pixels, over faces and points
+    shifted_err = per_face_error(point_errors(pred - mean_shift, target, iod))
     out: dict[str, object] = {
         "n": len(faces),
         "nme": float(face_err.mean()),
+        "failure_rate": failure_rate(face_err),
+        "mean_offset_pixels": [round(float(v), 3) for v in mean_shift],
+        "nme_without_mean_offset": round(float(shifted_err.mean()), 4),
+        "failure_rate_without_mean_offset": round(failure_rate(shifted_err), 4),
         "mean_offset_per_point": {n: [round(float(x), 4), round(float(y), 4)]
                                   for n, (x, y) in zip(model.scheme.point_names, offsets)},
     }

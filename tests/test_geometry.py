@@ -192,3 +192,37 @@ def test_ibug68_flip_pairs_jaw_and_eye_corners() -> None:
 def test_mirroring_landmarks_without_scheme_raises() -> None:
     with pytest.raises(ValueError, match="scheme"):
         make_crop(_dot_image(1, 1), Box.whole_image(100, 100), 60, CropParams(mirror=True), np.zeros((5, 2)))
+
+
+# ---- anti-aliased shrinking in warp_crop -----------------------------------------------------------------
+def _blob(cx: float, cy: float, sigma: float, width: int = 500, height: int = 400) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    return (255 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))).astype(np.float32)
+
+
+def _centroid(crop: np.ndarray) -> np.ndarray:
+    yy, xx = np.mgrid[0 : crop.shape[0], 0 : crop.shape[1]]
+    weights = crop / crop.sum()
+    return np.array([(weights * xx).sum(), (weights * yy).sum()])
+
+
+@pytest.mark.parametrize("box", [Box(250.0, 200.0, 300.0), Box(240.0, 150.0, 420.0), Box(60.0, 50.0, 160.0)])
+def test_antialiased_shrink_keeps_points_where_the_matrix_puts_them(box: Box) -> None:
+    # A smooth blob's centre must land where apply_affine maps it, area-reduced or not, including boxes
+    # that run off the image (the last one: the reduced region is clipped and the border replicated).
+    centre = np.array([box.cx - 0.13 * box.side, box.cy + 0.07 * box.side])
+    image = _blob(*centre, sigma=0.04 * box.side)
+    matrix = crop_matrix(box, 60, rotation_deg=10.0)
+    expected = apply_affine(matrix, centre)
+    for antialias in (True, False):
+        np.testing.assert_allclose(_centroid(warp_crop(image, matrix, 60, antialias)), expected, atol=0.05)
+
+
+def test_antialiased_shrink_removes_aliasing_and_leaves_enlarging_alone() -> None:
+    yy, xx = np.mgrid[0:400, 0:500]
+    checker = ((xx // 2 + yy // 2) % 2 * 255).astype(np.uint8)  # 4-pixel period
+    shrink = crop_matrix(Box(250.0, 200.0, 300.0), 60)  # 5x smaller: the pattern must average to grey
+    assert warp_crop(checker, shrink, 60).std() < 5.0
+    assert warp_crop(checker, shrink, 60, antialias=False).std() > 50.0  # plain bilinear aliases
+    enlarge = crop_matrix(Box(250.0, 200.0, 40.0), 60)
+    np.testing.assert_array_equal(warp_crop(checker, enlarge, 60), warp_crop(checker, enlarge, 60, antialias=False))
