@@ -8,6 +8,7 @@ transfer, ``reset_landmark_head``).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -16,12 +17,19 @@ from torch import nn
 from .config import ModelConfig
 
 
-def standardise(images: torch.Tensor) -> torch.Tensor:
-    """Per-image zero mean, unit variance (the paper's input normalisation)."""
-    flat = images.flatten(1)  # (B, H*W)
-    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
-    std = flat.std(dim=1).view(-1, 1, 1, 1)
-    return (images - mean) / (std + 1e-5)
+def standardise(images: torch.Tensor, pixels: int | None = None) -> torch.Tensor:
+    """Per-image zero mean, unit (unbiased) variance: the paper's input normalisation.
+
+    ``pixels`` (C*H*W) may be given as a plain number (the model passes its input size): with it and
+    the keepdim reductions, the exported ONNX graph holds a few element-wise nodes and no shape
+    arithmetic, which costs time on every call at batch 1.
+    """
+    if pixels is None:
+        pixels = math.prod(images.shape[1:])
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    centred = images - mean  # (B, C, H, W)
+    variance = centred.square().mean(dim=(1, 2, 3), keepdim=True) * (pixels / (pixels - 1))  # (B, 1, 1, 1)
+    return centred / (variance.sqrt() + 1e-5)
 
 
 def _linear(in_features: int, out_features: int) -> nn.Linear:
@@ -62,11 +70,11 @@ class TCDCN(nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) raw grey crops -> (B, D) shared representation."""
-        x = self.features(standardise(images))  # (B, C, s, s)
+        x = self.features(standardise(images, self.config.input_size**2))  # (B, C, s, s)
         return torch.relu(self.fc(x.flatten(1)))  # (B, D)
 
     def forward_heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        landmarks = self.landmark_head(features).view(features.shape[0], -1, 2)  # (B, P, 2) in [-1, 1]
+        landmarks = self.landmark_head(features).reshape(-1, self.num_points, 2)  # (B, P, 2) in [-1, 1]
         attribute_logits = self.attribute_head(features)  # (B, T)
         return landmarks, attribute_logits
 
