@@ -1,0 +1,62 @@
+"""scripts/ship_model.py: a training checkpoint becomes a slim shipped .pt plus its ONNX twin."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from tcdcn.checkpoint import atomic_save, weights_payload
+from tcdcn.config import Config
+from tcdcn.inference import LandmarkModel
+from tcdcn.model import TCDCN
+from tcdcn.runtime import OnnxLandmarkModel
+from tcdcn.schemes import get_scheme
+from tcdcn.weights import sha256_of
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ship_model", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_model_writes_slim_weights_and_a_matching_onnx_twin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    cfg = Config()
+    network = TCDCN(cfg.model, 2)
+    with torch.no_grad():
+        network.landmark_head.weight.normal_(0.0, 0.05)
+    state = weights_payload(network, cfg, get_scheme("mtfl-5"), ("male", "smiling"))
+    state["optimizer"] = {"not": "shipped"}  # what a training checkpoint carries besides the weights
+    atomic_save(state, tmp_path / "best.pt")
+    (tmp_path / "src" / "tcdcn" / "weights").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+    assert _load_script().main(["best.pt", "toy"]) == 0
+
+    pt_file, onnx_file = Path("src/tcdcn/weights/toy.pt"), Path("src/tcdcn/weights/toy.onnx")
+    printed = capsys.readouterr().out
+    assert f"sha256={sha256_of(pt_file)}" in printed and f"onnx_sha256={sha256_of(onnx_file)}" in printed
+    assert "optimizer" not in torch.load(pt_file, weights_only=True)
+    crops = np.random.default_rng(0).uniform(0, 255, (3, 1, 60, 60)).astype(np.float32)
+    torch_points, _ = LandmarkModel.load(pt_file).run_network(crops)
+    onnx_points, _ = OnnxLandmarkModel(onnx_file).run_network(crops)
+    np.testing.assert_allclose(onnx_points, torch_points, atol=1e-4)
+
+
+def test_ship_model_refuses_to_run_outside_the_repository_root(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        _load_script().main(["best.pt", "toy"])
+    assert exc.value.code == 2
