@@ -18,7 +18,8 @@ from tcdcn.inference import LandmarkModel
 from tcdcn.weights import sha256_of
 
 # What a shipped file keeps from a training checkpoint.
-SHIPPED_KEYS = ("model", "config", "scheme", "tasks", "task_covariance", "task_coefficients", "best_val_nme")
+# (best_val_nme is left out: a last-epoch file would carry another epoch's figure; SHIPPED records the metrics.)
+SHIPPED_KEYS = ("model", "config", "scheme", "tasks", "task_covariance", "task_coefficients")
 WEIGHTS_DIR = Path("src/tcdcn/weights")  # run from the repository root (the ONNX metadata keeps this path)
 
 

@@ -39,7 +39,7 @@ SHIPPED: dict[str, ModelWeights] = {
         ModelWeights(
             name="mtfl-5pt",
             file="mtfl-5pt.pt",
-            sha256="f5f2175cc5aa428dae1980688ff718bb4e549119ae3a824a29259d50a541a109",
+            sha256="a1b634277422deaac16d3298b3a4e05eb5a66d2b49a0e3f505cf7d69fb441d87",
             onnx_sha256="333c18eb8f20a6a83fa4f78204821f17bcf561fc7be60245bd8ac69f88e1959c",
             scheme="mtfl-5",
             input_size=60,
@@ -51,7 +51,7 @@ SHIPPED: dict[str, ModelWeights] = {
         ModelWeights(
             name="300w-68pt",
             file="300w-68pt.pt",
-            sha256="9ba2bdafbd496c0997f077d3b898d4e7aaaf94cf6c3050e1b172e84a2910eece",
+            sha256="64bc017be53ffc9684481e355ac77678106b9c7e47f8f857691c48e8c873620b",
             onnx_sha256="0973ca2ff5226a7371a2b7fd733a610ed5e067055c4cb16a07dcdac2b521aa54",
             scheme="ibug-68",
             input_size=60,
