@@ -84,6 +84,8 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
         ({"objective": {"covariance_weight": True}}, "objective.covariance_weight"),  # bool for float
         ({"data": {"train": 3}}, "data.train"),  # int for str
         ({"data": "mtfl"}, "data"),  # scalar for a section
+        ({"objective": {"landmark_loss": "l1"}}, "objective.landmark_loss"),  # not a known loss
+        ({"objective": {"wing_width": 0.0}}, "objective.wing_width"),
     ],
 )
 def test_mistyped_value_names_the_key(values: dict, key: str) -> None:

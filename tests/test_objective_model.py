@@ -18,6 +18,7 @@ from tcdcn.objective import (
     filter_penalty,
     landmark_loss,
     tcdcn_objective,
+    wing_loss,
 )
 
 NUM_TASKS = 8
@@ -116,6 +117,35 @@ def test_filters_are_conv_and_fc_weights(model: TCDCN) -> None:
 
 
 # ---- the objective --------------------------------------------------------------------------------
+def test_wing_loss_hand_values_continuity_and_gradient() -> None:
+    w, eps = 2.0, 0.5
+    joint = w - w * math.log(1 + w / eps)  # C = 2 - 2 ln 5
+    target = torch.zeros(1, 2, 2)
+    # Coordinates 0.5 and 1 (inside the log part) and 3 and -4 (linear part).
+    pred = torch.tensor([[[0.5, -1.0], [3.0, -4.0]]], requires_grad=True)
+    expected = w * math.log(2.0) + w * math.log(3.0) + (3.0 - joint) + (4.0 - joint)
+    loss = wing_loss(pred, target, w, eps)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert pred.grad is not None
+    # d/dx of w ln(1 + |x|/eps) = w / (eps + |x|) * sign(x); beyond w the slope is sign(x).
+    torch.testing.assert_close(pred.grad[0], torch.tensor([[w / 1.0, -w / 1.5], [1.0, -1.0]]))
+    # The two pieces meet at |x| = w, and the loss grows with the error on both.
+    at = [float(wing_loss(torch.full((1, 1, 2), x), torch.zeros(1, 1, 2), w, eps)) for x in (w - 1e-4, w + 1e-4)]
+    assert at[0] == pytest.approx(at[1], abs=1e-3)
+    visible = torch.tensor([[True, False]])
+    assert float(wing_loss(pred, target, w, eps, visible)) == pytest.approx(w * (math.log(2.0) + math.log(3.0)))
+
+
+def test_objective_uses_the_configured_landmark_loss(model: TCDCN) -> None:
+    batch = _batch()
+    cfg = replace(ObjectiveConfig(), landmark_loss="wing", wing_width=0.3, wing_curvature=0.05)
+    terms = tcdcn_objective(model, batch, torch.ones(NUM_TASKS), None, cfg)
+    with torch.no_grad():
+        pred, _ = model(batch["images"])
+    torch.testing.assert_close(terms["landmarks"].detach(), wing_loss(pred, batch["landmarks"], 0.3, 0.05))
+
+
 def test_landmark_loss_hand_value_and_visibility() -> None:
     target = torch.zeros(2, 2, 2)
     # Face 0: errors (1,0) and (0,2) -> 1 + 4 = 5. Face 1: (3,4) and (0,0) -> 25.

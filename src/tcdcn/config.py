@@ -59,6 +59,11 @@ class ObjectiveConfig:
     use_covariance: bool = True
     filter_decay: float = 5e-4  # weight of tr(K K^T)
     covariance_ridge: float = 1e-4  # added to Upsilon's diagonal before inverting
+    # The landmark data term: "squared" is Eq. 9's least squares (the paper); "wing" is the wing loss of
+    # Feng et al. (CVPR 2018), an extension that weighs small and medium errors more than least squares.
+    landmark_loss: str = "squared"
+    wing_width: float = 1 / 3  # w, in normalised crop units (1 = half the crop side: 10 px of 60)
+    wing_curvature: float = 1 / 15  # epsilon, same units (2 px of 60)
 
 
 @dataclass(frozen=True)
@@ -230,5 +235,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.channels and model.kernels must have the same length")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError("data.validation_fraction must be in (0, 1)")
+    o = cfg.objective
+    if o.landmark_loss not in ("squared", "wing"):
+        raise ConfigError(f"objective.landmark_loss: expected squared|wing, got {o.landmark_loss!r}")
+    if o.wing_width <= 0 or o.wing_curvature <= 0:
+        raise ConfigError("objective.wing_width and objective.wing_curvature must be > 0")
     if m.tau < 1 or not 0 < m.eps <= 1:
         raise ConfigError("multitask.tau must be >= 1 and multitask.eps in (0, 1]")

@@ -1,6 +1,6 @@
 """The objective of Eq. 9, term by term.
 
-    E = landmark_weight * sum ||y - W_M^T x||^2                 (landmark least squares)
+    E = landmark_weight * sum ||y - W_M^T x||^2                 (landmark least squares; or wing loss)
         + sum_t lambda_t * CE_t                                   (attribute cross-entropy)
         + covariance_weight * tr(W Upsilon^{-1} W^T)              (task covariance prior)
         + filter_decay * tr(K K^T)                                (weight decay on filters)
@@ -24,6 +24,23 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, visible: torch.Tenso
     if visible is not None:
         sq = sq * visible.to(sq.dtype)
     return sq.sum(dim=1).mean()
+
+
+def wing_loss(
+    pred: torch.Tensor, target: torch.Tensor, width: float, curvature: float, visible: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Wing loss (Feng et al. 2018) of each coordinate, summed per face, mean over faces.
+
+    w * ln(1 + |x| / eps) for |x| < w, |x| - C beyond, with C = w - w * ln(1 + w / eps) so the two pieces
+    meet; (B,P,2), (B,P,2), (B,P) -> scalar.
+    """
+    err = (pred - target).abs()  # (B, P, 2)
+    joint = width - width * torch.log1p(torch.tensor(width / curvature))
+    per_coord = torch.where(err < width, width * torch.log1p(err / curvature), err - joint)  # (B, P, 2)
+    per_point = per_coord.sum(dim=-1)  # (B, P)
+    if visible is not None:
+        per_point = per_point * visible.to(per_point.dtype)
+    return per_point.sum(dim=1).mean()
 
 
 def attribute_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -52,7 +69,10 @@ def tcdcn_objective(
 ) -> dict[str, torch.Tensor]:
     """Forward the batch and return the named terms, the per-task losses and ``total``."""
     landmarks, logits = model(batch["images"])  # (B,P,2), (B,T)
-    lm = landmark_loss(landmarks, batch["landmarks"], batch.get("visible"))
+    if cfg.landmark_loss == "wing":
+        lm = wing_loss(landmarks, batch["landmarks"], cfg.wing_width, cfg.wing_curvature, batch.get("visible"))
+    else:
+        lm = landmark_loss(landmarks, batch["landmarks"], batch.get("visible"))
     task_ce = attribute_losses(logits, batch["labels"])  # (T,)
     terms: dict[str, torch.Tensor] = {
         "landmarks": lm,
