@@ -1,6 +1,7 @@
 """Where a 5-point model's error comes from: error by head pose and the mean signed offset per point.
 
     python bench/error_analysis.py --model mtfl-5pt --data ../shared/data/mtfl/testing.txt --box image
+    python bench/error_analysis.py --validation configs/mtfl-5pt.yaml --box gt   # the held-out training faces
 
 Offsets are (prediction - annotation) / inter-ocular distance, averaged over faces: a value far from 0
 at every point is a systematic shift (a framing or annotation-convention difference), not noise.
@@ -16,6 +17,8 @@ import json
 
 import numpy as np
 
+from tcdcn.config import load_config
+from tcdcn.data.dataset import split_indices
 from tcdcn.data.formats import read_annotations
 from tcdcn.geometry import Box, box_from_landmarks
 from tcdcn.imageio import load_image, to_grey
@@ -29,10 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="mtfl-5pt")
     p.add_argument("--data", default="../shared/data/mtfl/testing.txt")
+    p.add_argument("--validation", metavar="CONFIG", default="",
+                   help="analyse the validation split this config carves from its training data instead of --data")
     p.add_argument("--box", choices=("image", "gt"), default="image")
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
-    faces = read_annotations(args.data)
+    if args.validation:
+        cfg = load_config(args.validation)
+        faces = read_annotations(cfg.data.train)
+        _, val_idx = split_indices(len(faces), cfg.data.validation_fraction, cfg.data.split_seed)
+        faces = [faces[i] for i in val_idx]
+    else:
+        faces = read_annotations(args.data)
     greys = [to_grey(load_image(f.image_path)) for f in faces]
     boxes = [Box.whole_image(g.shape[1], g.shape[0]) if args.box == "image"
              else box_from_landmarks(f.landmarks, f.scheme) for g, f in zip(greys, faces)]
@@ -48,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         "nme": float(face_err.mean()),
         "failure_rate": failure_rate(face_err),
         "mean_offset_pixels": [round(float(v), 3) for v in mean_shift],
+        # Comparable across data sets whose images differ in size: the shift over inter-ocular distance.
+        "mean_offset_interocular": [round(float(v), 4) for v in offsets.mean(axis=0)],
         "nme_without_mean_offset": round(float(shifted_err.mean()), 4),
         "failure_rate_without_mean_offset": round(failure_rate(shifted_err), 4),
         "mean_offset_per_point": {n: [round(float(x), 4), round(float(y), 4)]

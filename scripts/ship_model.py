@@ -1,18 +1,29 @@
 """Copy a trained checkpoint into the package as a shipped model: slim weights + ONNX twin + checksums.
 
-    python scripts/ship_model.py runs/mtfl-5pt/best.pt mtfl-5pt
+    python scripts/ship_model.py runs/mtfl-5pt/best.pt mtfl-5pt [--mirror-calibration configs/mtfl-5pt.yaml]
 
 Writes ``src/tcdcn/weights/NAME.pt`` (model, config, scheme, tasks and the learned task covariance and
 coefficients; no optimiser or RNG state) and ``NAME.onnx``, and prints their sha256 for
 ``tcdcn.weights.SHIPPED``, which must then be edited by hand with the figures the model reached.
+
+``--mirror-calibration CONFIG`` first folds the horizontal offset that mirror augmentation leaves (see
+``tcdcn.calibration``) into the landmark head, fitted on the validation split CONFIG carves from its
+training data; the shipped file records the offsets and prints the validation error before and after
+(2-fold cross-fitted). Use it only where that validation split is not also the reporting split.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
+from tcdcn.calibration import cross_fitted_error, fold_landmark_offset, horizontal_offsets, prediction_offsets
 from tcdcn.checkpoint import atomic_save, read_checkpoint
+from tcdcn.config import load_config
+from tcdcn.data.dataset import split_indices
+from tcdcn.data.formats import read_annotations
 from tcdcn.export import export_onnx
 from tcdcn.inference import LandmarkModel
 from tcdcn.weights import sha256_of
@@ -27,17 +38,39 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a training checkpoint (RUN/best.pt or RUN/last.pt)")
     p.add_argument("name", help="shipped model name, e.g. mtfl-5pt")
+    p.add_argument("--mirror-calibration", metavar="CONFIG", default="",
+                   help="fold the mirror-axis offset fitted on CONFIG's validation split into the landmark head")
     args = p.parse_args(argv)
     if not WEIGHTS_DIR.is_dir():
         p.error(f"{WEIGHTS_DIR}: not found; run from the repository root")
     state = read_checkpoint(args.checkpoint)
     slim = {k: state[k] for k in SHIPPED_KEYS if k in state}
+    if args.mirror_calibration:
+        slim = mirror_calibrated(slim, args.checkpoint, args.mirror_calibration)
     pt_file = WEIGHTS_DIR / f"{args.name}.pt"
     atomic_save(slim, pt_file)
     onnx_file = export_onnx(LandmarkModel.load(pt_file), WEIGHTS_DIR / f"{args.name}.onnx")
     print(f"{pt_file}: sha256={sha256_of(pt_file)}")
     print(f"{onnx_file}: onnx_sha256={sha256_of(onnx_file)}")
     return 0
+
+
+def mirror_calibrated(slim: dict[str, Any], checkpoint: str, config_path: str) -> dict[str, Any]:
+    """``slim`` with the validation-fitted horizontal offsets folded into its landmark head."""
+    cfg = load_config(config_path)
+    faces = read_annotations(cfg.data.train)
+    _, val_idx = split_indices(len(faces), cfg.data.validation_fraction, cfg.data.split_seed)
+    val_faces = [faces[i] for i in val_idx]
+    model = LandmarkModel.load(checkpoint)
+    offsets = prediction_offsets(model, val_faces)  # (N, P, 2)
+    fitted = horizontal_offsets(offsets)  # (P, 2)
+    before, after = cross_fitted_error(offsets, val_faces)
+    fold_landmark_offset(model.network, fitted)
+    record = {"offset_x": [round(float(v), 6) for v in fitted[:, 0]], "fitted_on": config_path,
+              "validation_faces": len(val_faces), "validation_nme_before": round(before, 5),
+              "validation_nme_after_cross_fitted": round(after, 5)}
+    print("mirror calibration:", json.dumps(record))
+    return {**slim, "model": model.network.state_dict(), "mirror_calibration": record}
 
 
 if __name__ == "__main__":

@@ -626,5 +626,8 @@ def test_real_300w_folder() -> None:
     train = read_300w(SHARED_300W, "train", allow_missing=True)
     assert len(train) == 1207
     assert train[0].image_path.parent.name == "trainset" and train[-1].image_path.parent.name == "afw"
+    # .pts is 1-based: the first point of this AFW file reads "64.000 86.720"
+    first = next(f for f in faces if f.image_path.stem == "1051618982_1")
+    np.testing.assert_allclose(first.landmarks[0], [63.0, 85.72], atol=1e-4)
     # the left/right check tool agrees with the known iBUG 68 convention on real faces
     assert left_right_agreement(faces) > 0.95

@@ -60,3 +60,28 @@ def test_ship_model_refuses_to_run_outside_the_repository_root(tmp_path: Path,
     with pytest.raises(SystemExit) as exc:
         _load_script().main(["best.pt", "toy"])
     assert exc.value.code == 2
+
+
+def test_ship_model_mirror_calibration_folds_the_validation_offset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        mtfl_train_file: Path) -> None:
+    torch.manual_seed(0)
+    cfg = Config()
+    network = TCDCN(cfg.model, 0)
+    with torch.no_grad():
+        network.landmark_head.weight.normal_(0.0, 0.05)
+    atomic_save(weights_payload(network, cfg, get_scheme("mtfl-5"), ()), tmp_path / "best.pt")
+    (tmp_path / "src" / "tcdcn" / "weights").mkdir(parents=True)
+    (tmp_path / "val.yaml").write_text(
+        f"data:\n  train: {mtfl_train_file}\n  validation_fraction: 0.005\n  split_seed: 3\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    assert _load_script().main(["best.pt", "toy", "--mirror-calibration", "val.yaml"]) == 0
+
+    assert "mirror calibration:" in capsys.readouterr().out
+    shipped = torch.load("src/tcdcn/weights/toy.pt", weights_only=True)
+    record = shipped["mirror_calibration"]
+    assert record["validation_faces"] == 50 and len(record["offset_x"]) == 5
+    bias_shift = (network.landmark_head.bias.detach() - shipped["model"]["landmark_head.bias"]).reshape(5, 2)
+    np.testing.assert_allclose(bias_shift[:, 0].numpy(), record["offset_x"], atol=1e-6)
+    np.testing.assert_allclose(bias_shift[:, 1].numpy(), 0.0, atol=1e-7)

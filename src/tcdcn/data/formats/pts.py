@@ -1,4 +1,11 @@
-"""The 300-W / iBUG ``.pts`` format: a ``version`` line, ``n_points: N``, then N ``x y`` lines in braces."""
+"""The 300-W / iBUG ``.pts`` format: a ``version`` line, ``n_points: N``, then N ``x y`` lines in braces.
+
+Coordinates in ``.pts`` files are 1-based (MATLAB's convention: the top-left pixel's centre is (1, 1)), as
+iBUG's own reader (menpo's ``PTSImporter``) assumes; every other coordinate in this package is 0-based
+(pixel centres at integers, as OpenCV and NumPy index), so the reader subtracts ``PTS_ORIGIN``. Keeping
+the 1-based values would place every point one pixel right of and below the face, and mirror
+augmentation (which reflects about the 0-based centre) would then teach two positions a pixel apart.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,11 @@ from ..annotation import FaceAnnotation
 from .text import parse_point_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PTS_ORIGIN = 1.0  # the coordinate of the first pixel's centre in .pts files
 
 
 def read_pts(path: str | Path, expected_points: int | None = None) -> np.ndarray:
-    """Return ``(N, 2)`` float32 points; ``AnnotationError`` with file and line on any defect."""
+    """Return ``(N, 2)`` float32 points, 0-based; ``AnnotationError`` with file and line on any defect."""
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
@@ -51,7 +59,7 @@ def read_pts(path: str | Path, expected_points: int | None = None) -> np.ndarray
         raise AnnotationError(p, f"header says {n_points} points, found {len(points)}")
     if expected_points is not None and n_points != expected_points:
         raise AnnotationError(p, f"expected {expected_points} points, found {n_points}")
-    return np.asarray(points, dtype=np.float32)
+    return (np.asarray(points, dtype=np.float64) - PTS_ORIGIN).astype(np.float32)
 
 
 def find_image(pts_path: Path) -> Path | None:

@@ -1,0 +1,81 @@
+"""Mirror-axis calibration: fitted on held-out faces, folded into the landmark head, scored cross-fitted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tcdcn.calibration import cross_fitted_error, fold_landmark_offset, horizontal_offsets, prediction_offsets
+from tcdcn.config import Config
+from tcdcn.data.annotation import FaceAnnotation
+from tcdcn.geometry import box_from_landmarks
+from tcdcn.inference import LandmarkModel
+from tcdcn.model import TCDCN
+from tcdcn.schemes import get_scheme
+
+
+def _network() -> TCDCN:
+    torch.manual_seed(0)
+    network = TCDCN(Config().model, 0).eval()
+    with torch.no_grad():
+        network.landmark_head.weight.normal_(0.0, 0.05)
+    return network
+
+
+def test_folding_shifts_every_prediction_by_minus_the_offset() -> None:
+    network = _network()
+    images = torch.rand(3, 1, 60, 60) * 255
+    with torch.no_grad():
+        before, logits_before = network(images)
+    offset = np.array([[0.1, 0.0], [-0.2, 0.0], [0.0, 0.05], [0.3, 0.0], [0.0, 0.0]])
+    fold_landmark_offset(network, offset)
+    with torch.no_grad():
+        after, logits_after = network(images)
+    torch.testing.assert_close(after, before - torch.as_tensor(offset, dtype=torch.float32)[None])
+    torch.testing.assert_close(logits_after, logits_before)
+    with pytest.raises(ValueError, match=r"shape \(5, 2\)"):
+        fold_landmark_offset(network, np.zeros((68, 2)))
+
+
+def test_horizontal_offsets_hand_values() -> None:
+    # Two faces, two points: x offsets (1, 3) and (-2, 5); y offsets are ignored.
+    offsets = np.array([[[1.0, 9.0], [-2.0, 9.0]], [[3.0, -9.0], [5.0, -9.0]]])
+    np.testing.assert_allclose(horizontal_offsets(offsets), [[2.0, 0.0], [1.5, 0.0]])
+    visible = np.array([[True, False], [True, True]])
+    np.testing.assert_allclose(horizontal_offsets(offsets, visible), [[2.0, 0.0], [5.0, 0.0]])
+
+
+def _faces(n: int) -> list[FaceAnnotation]:
+    rng = np.random.default_rng(0)
+    base = np.array([[30.0, 35.0], [50.0, 35.0], [40.0, 45.0], [32.0, 55.0], [48.0, 55.0]])
+    scheme = get_scheme("mtfl-5")
+    return [FaceAnnotation(Path(f"{i}.jpg"), base + rng.normal(0, 1.0, base.shape), scheme) for i in range(n)]
+
+
+def test_cross_fitted_error_removes_a_planted_shift_and_keeps_noise() -> None:
+    faces = _faces(40)
+    rng = np.random.default_rng(1)
+    planted = np.zeros((40, 5, 2))
+    planted[..., 0] = -0.05  # every face predicted 0.05 half-sides left of its annotation
+    before, after = cross_fitted_error(planted, faces)
+    side = np.array([box_from_landmarks(f.landmarks, f.scheme).side for f in faces])
+    iod = get_scheme("mtfl-5").interocular_distance(np.stack([f.landmarks for f in faces]))
+    assert before == pytest.approx(float(np.mean(0.05 * side / 2 / iod)), rel=1e-9)
+    assert after == pytest.approx(0.0, abs=1e-12)
+    # Pure noise: the other fold's mean is not this fold's, so a cross-fitted correction cannot help much.
+    noisy = rng.normal(0.0, 0.05, (40, 5, 2))
+    before, after = cross_fitted_error(noisy, faces)
+    assert after > 0.9 * before
+
+
+def test_prediction_offsets_move_by_the_folded_amount(mtfl_train_faces: list[FaceAnnotation]) -> None:
+    faces = mtfl_train_faces[:6]
+    model = LandmarkModel(_network(), Config(), get_scheme("mtfl-5"), ())
+    offsets = prediction_offsets(model, faces)  # (6, 5, 2)
+    fitted = horizontal_offsets(offsets)
+    fold_landmark_offset(model.network, fitted)
+    np.testing.assert_allclose(prediction_offsets(model, faces), offsets - fitted[None], atol=1e-5)
+    np.testing.assert_allclose(horizontal_offsets(prediction_offsets(model, faces))[:, 0], 0.0, atol=1e-5)
