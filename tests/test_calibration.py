@@ -79,3 +79,26 @@ def test_prediction_offsets_move_by_the_folded_amount(mtfl_train_faces: list[Fac
     fold_landmark_offset(model.network, fitted)
     np.testing.assert_allclose(prediction_offsets(model, faces), offsets - fitted[None], atol=1e-5)
     np.testing.assert_allclose(horizontal_offsets(prediction_offsets(model, faces))[:, 0], 0.0, atol=1e-5)
+
+
+def test_mirror_averaging_keeps_a_folded_shift(mtfl_train_faces: list[FaceAnnotation]) -> None:
+    """Test-time mirroring of a calibrated model = mirroring of the uncalibrated one, plus the shift."""
+    import copy
+
+    from tcdcn.imageio import load_image, to_grey
+
+    faces = mtfl_train_faces[:4]
+    greys = [to_grey(load_image(f.image_path)) for f in faces]
+    boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
+    base = LandmarkModel(_network(), Config(), get_scheme("mtfl-5"), ())
+    shift = np.array([[0.02, 0.0], [0.05, 0.0], [0.01, 0.0], [-0.03, 0.0], [0.04, 0.0]])
+    calibrated = LandmarkModel(copy.deepcopy(base.network), Config(), get_scheme("mtfl-5"), ())
+    fold_landmark_offset(calibrated.network, -shift)  # the head now adds `shift`
+    calibrated.landmark_shift = shift
+    base.mirror_average = calibrated.mirror_average = True
+    side = np.array([b.side for b in boxes])[:, None, None]
+    expected = base.predict(greys, boxes).landmarks + shift[None] * side / 2
+    np.testing.assert_allclose(calibrated.predict(greys, boxes).landmarks, expected, atol=1e-3)
+    # Without the record, mirroring would cancel most of the shift: the test above can fail.
+    calibrated.landmark_shift = None
+    assert np.abs(calibrated.predict(greys, boxes).landmarks - expected).max() > 0.01

@@ -85,3 +85,8 @@ def test_ship_model_mirror_calibration_folds_the_validation_offset(
     bias_shift = (network.landmark_head.bias.detach() - shipped["model"]["landmark_head.bias"]).reshape(5, 2)
     np.testing.assert_allclose(bias_shift[:, 0].numpy(), record["offset_x"], atol=1e-6)
     np.testing.assert_allclose(bias_shift[:, 1].numpy(), 0.0, atol=1e-7)
+    # Both runtimes know the shift, so test-time mirroring keeps it (tests/test_calibration.py).
+    expected_shift = np.stack([-np.asarray(record["offset_x"]), np.zeros(5)], axis=1)
+    np.testing.assert_allclose(LandmarkModel.load("src/tcdcn/weights/toy.pt").landmark_shift, expected_shift)
+    np.testing.assert_allclose(OnnxLandmarkModel("src/tcdcn/weights/toy.onnx").landmark_shift, expected_shift,
+                               atol=1e-7)

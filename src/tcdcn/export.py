@@ -83,7 +83,7 @@ def export_metadata(model: LandmarkModel) -> dict[str, str]:
     from . import __version__
     from .config import config_to_dict
 
-    return {
+    metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "tcdcn_version": __version__,
@@ -95,6 +95,10 @@ def export_metadata(model: LandmarkModel) -> dict[str, str]:
         "input": f"{INPUT_NAME}: (N,1,S,S) float32 raw grey 0..255, standardised inside the graph",
         "outputs": "landmarks: (N,P,2) normalised [-1,1] crop coords; attribute_logits: (N,T)",
     }
+    shift = getattr(model, "landmark_shift", None)
+    if shift is not None:  # what test-time mirroring must restore (see runtime.CropLandmarkModel)
+        metadata["landmark_shift"] = json.dumps(np.asarray(shift, dtype=float).round(8).tolist())
+    return metadata
 
 
 def _set_metadata(onnx_model: Any, metadata: dict[str, str]) -> None:

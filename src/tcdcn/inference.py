@@ -15,6 +15,7 @@ import torch
 
 from .checkpoint import model_from_state, read_checkpoint
 from .config import Config
+from .errors import CheckpointError
 from .model import TCDCN
 from .runtime import CropLandmarkModel, Prediction
 from .schemes import LandmarkScheme
@@ -36,12 +37,26 @@ class LandmarkModel(CropLandmarkModel):
     @classmethod
     def load(cls, name_or_path: str | Path) -> LandmarkModel:
         path = resolve_weights_file(str(name_or_path))
-        network, cfg, scheme, tasks = model_from_state(read_checkpoint(path), str(name_or_path))
-        return cls(network, cfg, scheme, tasks, str(name_or_path))
+        state = read_checkpoint(path)
+        network, cfg, scheme, tasks = model_from_state(state, str(name_or_path))
+        model = cls(network, cfg, scheme, tasks, str(name_or_path))
+        model.landmark_shift = landmark_shift_from_state(state, scheme.num_points)
+        return model
 
     def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,1,S,S) crops -> normalised landmarks (N,P,2) and attribute logits (N,T)."""
         with torch.inference_mode():
             landmarks, logits = self.network(torch.from_numpy(crops))
         return landmarks.numpy(), logits.numpy()
-__all__ = ["LandmarkModel", "Prediction"]
+def landmark_shift_from_state(state: dict, num_points: int) -> np.ndarray | None:
+    """The (P, 2) normalised shift a mirror calibration folded into the head (``-offset_x`` in x), or None."""
+    record = state.get("mirror_calibration")
+    if not record:
+        return None
+    offset_x = np.asarray(record["offset_x"], dtype=np.float64)
+    if offset_x.shape != (num_points,):
+        raise CheckpointError(f"mirror_calibration has {offset_x.size} offsets for {num_points} points")
+    return np.stack([-offset_x, np.zeros_like(offset_x)], axis=1)
+
+
+__all__ = ["LandmarkModel", "Prediction", "landmark_shift_from_state"]

@@ -65,6 +65,9 @@ class CropLandmarkModel:
     task_names: tuple[str, ...]
     input_size: int
     mirror_average: bool = False  # also run each face mirrored and average (test-time flip)
+    # (P, 2) normalised shift folded into the landmark head after training (tcdcn.calibration), or None.
+    # Mirror-averaging must put it back on the mirrored pass, which otherwise applies it mirrored.
+    landmark_shift: np.ndarray | None = None
 
     def crops(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
         """(N, 1, S, S) float32 crops and (N, 2, 3) crop->image matrices (as LandmarkModel.crops)."""
@@ -96,6 +99,11 @@ class CropLandmarkModel:
             if self.mirror_average:
                 mirrored, mirrored_logits = self.run_network(np.ascontiguousarray(crops[..., ::-1]))
                 unmirrored = mirrored[:, self.scheme.flip_index] * np.array([-1.0, 1.0], np.float32)
+                if self.landmark_shift is not None:
+                    # The mirrored pass carries shift b of the mirror partner, reflected: (-b_f.x, b_f.y);
+                    # replace it with b so both passes estimate the same calibrated points.
+                    partner = self.landmark_shift[self.scheme.flip_index]  # (P, 2)
+                    unmirrored = unmirrored + self.landmark_shift + partner * np.array([1.0, -1.0])
                 normalised = (normalised + unmirrored) / 2
                 logits = (logits + mirrored_logits[:, self._task_flip_index()]) / 2
             crop_px = from_normalised(normalised, self.input_size)  # (b, P, 2)
@@ -149,6 +157,8 @@ class OnnxLandmarkModel(CropLandmarkModel):
             self.task_names: tuple[str, ...] = tuple(json.loads(self.metadata["tasks"]))
             self.input_size = int(self.metadata["input_size"])
             self.config: dict[str, Any] = json.loads(self.metadata.get("config", "{}"))
+            if "landmark_shift" in self.metadata:
+                self.landmark_shift = np.asarray(json.loads(self.metadata["landmark_shift"]), dtype=np.float64)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{self.path}: bad tcdcn metadata ({exc})") from None
         self.source = source or self.metadata.get("source", str(self.path))

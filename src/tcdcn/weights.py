@@ -41,7 +41,7 @@ SHIPPED: dict[str, ModelWeights] = {
             name="mtfl-5pt",
             file="mtfl-5pt.pt",
             sha256="d4aa5f6efc9d3bfabdf250b38202f89fcea9d17861603e4dc7496098933f3531",
-            onnx_sha256="2e6c8e6a924502d39a6dd12b6da55f689c616d0e9688db8ffcad349835dce5f3",
+            onnx_sha256="8e943ba463b4b3515ee0e530fd667586280fd2b4fd5c1bb8bf6e59001137f803",
             scheme="mtfl-5",
             input_size=60,
             box_convention=_BOX,
@@ -51,7 +51,8 @@ SHIPPED: dict[str, ModelWeights] = {
             metrics={"val_nme": 0.0446, "val_nme_calibrated_cross_fitted": 0.0421,
                      "aflw_nme_box_image": 0.0819, "aflw_failure_rate_box_image": 0.1750},
             calibration="mirror-axis x offsets (tcdcn.calibration) fitted on the 1,000 validation faces and "
-                        "folded into the landmark head: scripts/ship_model.py --mirror-calibration configs/mtfl-5pt.yaml",
+                        "folded into the landmark head (scripts/ship_model.py --mirror-calibration "
+                        "configs/mtfl-5pt.yaml)",
         ),
         ModelWeights(
             name="300w-68pt",
