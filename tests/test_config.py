@@ -46,7 +46,7 @@ def test_shipped_config_loads() -> None:
     assert cfg.data.scheme == "mtfl-5"
     assert cfg.data.tasks[0] == "male" and len(cfg.data.tasks) == 8
     assert cfg.model == ModelConfig()
-    assert cfg.objective.landmark_weight == 100.0
+    assert cfg.objective.landmark_loss == "wing" and cfg.objective.landmark_weight == 3.0
     assert isinstance(cfg.train.min_learning_rate, float) and cfg.train.min_learning_rate == 2e-5
     assert cfg.train.threads == 2
 
@@ -128,7 +128,7 @@ def test_overrides_parse_values_as_yaml(tmp_path: Path) -> None:
     assert cfg.data.tasks == ()
     assert cfg.multitask.coefficients == "fixed"
     # Untouched keys keep the file's values.
-    assert cfg.objective.landmark_weight == 100.0
+    assert cfg.objective.landmark_weight == 3.0
 
 
 def test_override_of_unknown_or_mistyped_key_is_rejected() -> None:
