@@ -18,7 +18,7 @@ import json
 import numpy as np
 
 from tcdcn.config import load_config
-from tcdcn.data.dataset import split_indices
+from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.geometry import Box, box_from_landmarks
 from tcdcn.imageio import load_image, to_grey
@@ -35,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validation", metavar="CONFIG", default="",
                    help="analyse the validation split this config carves from its training data instead of --data")
     p.add_argument("--box", choices=("image", "gt"), default="image")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored crop's prediction")
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
+    model.mirror_average = args.flip
     if args.validation:
         cfg = load_config(args.validation)
-        faces = read_annotations(cfg.data.train)
-        _, val_idx = split_indices(len(faces), cfg.data.validation_fraction, cfg.data.split_seed)
-        faces = [faces[i] for i in val_idx]
+        _, faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     else:
         faces = read_annotations(args.data)
     greys = [to_grey(load_image(f.image_path)) for f in faces]

@@ -12,7 +12,7 @@ import argparse
 import json
 
 from tcdcn.config import load_config
-from tcdcn.data.dataset import split_indices
+from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluate import evaluate
 from tcdcn.inference import LandmarkModel
@@ -25,11 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flip", action="store_true", help="average with the mirrored crop's prediction")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
-    faces = read_annotations(cfg.data.train)
-    _, val_idx = split_indices(len(faces), cfg.data.validation_fraction, cfg.data.split_seed)
+    _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     model = LandmarkModel.load(args.model)
     model.mirror_average = args.flip
-    summary = evaluate(model, [faces[i] for i in val_idx], box="gt").summary()
+    summary = evaluate(model, val_faces, box="gt").summary()
     summary.update(model=args.model, config=args.config, flip=args.flip)
     print(json.dumps(summary))
     return 0

@@ -22,7 +22,7 @@ from typing import Any
 from tcdcn.calibration import cross_fitted_error, fold_landmark_offset, horizontal_offsets, prediction_offsets
 from tcdcn.checkpoint import atomic_save, read_checkpoint
 from tcdcn.config import load_config
-from tcdcn.data.dataset import split_indices
+from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.export import export_onnx
 from tcdcn.inference import LandmarkModel
@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 def mirror_calibrated(slim: dict[str, Any], checkpoint: str, config_path: str) -> dict[str, Any]:
     """``slim`` with the validation-fitted horizontal offsets folded into its landmark head."""
     cfg = load_config(config_path)
-    faces = read_annotations(cfg.data.train)
-    _, val_idx = split_indices(len(faces), cfg.data.validation_fraction, cfg.data.split_seed)
-    val_faces = [faces[i] for i in val_idx]
+    _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     model = LandmarkModel.load(checkpoint)
     offsets = prediction_offsets(model, val_faces)  # (N, P, 2)
     fitted = horizontal_offsets(offsets)  # (P, 2)

@@ -4,9 +4,9 @@ Mirror augmentation reflects a training crop about its centre column and its lan
 annotation set places its points a constant ``delta`` to the right of the mirror-consistent position (a
 coordinate-origin or resizing convention of the release), the mirrored copies teach positions ``2 *
 delta`` left of the unmirrored ones; a network trained on both learns the midpoint and predicts ``delta``
-left of the annotations on every face. On the MTFL validation split the shipped 5-point network sits
-0.0165 inter-ocular distances left of the annotations, while mirror-averaging its predictions changes
-nothing (so the network itself is symmetric and the asymmetry is in the labels).
+left of the annotations on every face. On the MTFL validation split a 5-point network trained there sits
+0.017 inter-ocular distances left of the annotations, and mirror-averaging its predictions leaves it
+there (so the network itself is symmetric and the asymmetry is in the labels).
 
 The fix measures each point's mean horizontal offset on held-out faces of the *same annotation set*
 (the validation split carved from the training data, never a test set) and folds it into the landmark
@@ -26,17 +26,18 @@ from .geometry import box_from_landmarks
 from .imageio import load_image, to_grey
 from .metrics import per_face_error, point_errors
 from .model import TCDCN
+from .runtime import CropLandmarkModel
 
 
-def prediction_offsets(model: object, faces: Sequence[FaceAnnotation]) -> np.ndarray:
+def prediction_offsets(model: CropLandmarkModel, faces: Sequence[FaceAnnotation]) -> np.ndarray:
     """(N, P, 2) prediction - annotation per face and point, in normalised crop units (1 = half a side).
 
     Faces are framed with the ground-truth box convention and no rotation, so an image-pixel offset is the
-    normalised one times ``side / 2``. ``model``: a ``LandmarkModel`` or anything with its ``predict``.
+    normalised one times ``side / 2``. ``model``: a torch or onnxruntime landmark model.
     """
     greys = [to_grey(load_image(f.image_path)) for f in faces]
     boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
-    pred = model.predict(greys, boxes).landmarks  # type: ignore[attr-defined]  # (N, P, 2)
+    pred = model.predict(greys, boxes).landmarks  # (N, P, 2)
     target = np.stack([f.landmarks for f in faces]).astype(np.float64)  # (N, P, 2)
     side = np.array([b.side for b in boxes], dtype=np.float64)  # (N,)
     return (pred - target) * (2.0 / side)[:, None, None]

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .attributes import tasks_by_name
 from .checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
 from .config import Config, config_to_dict
-from .data.dataset import FaceDataset, split_indices
+from .data.dataset import FaceDataset, split_faces
 from .data.formats import read_annotations
 from .data.transforms import draw_params
 from .distributed import DistributedContext, init_from_environment
@@ -114,10 +114,7 @@ class Trainer:
         self.task_names = tuple(t.name for t in self.tasks)
 
         if faces is None:
-            all_faces = read_annotations(cfg.data.train)
-            train_idx, val_idx = split_indices(len(all_faces), cfg.data.validation_fraction, cfg.data.split_seed)
-            train_faces = [all_faces[i] for i in train_idx]
-            val_faces = [all_faces[i] for i in val_idx]
+            train_faces, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
         else:
             train_faces, val_faces = faces
         wrong = [f.source for f in train_faces[:1] if f.scheme.name != self.scheme.name]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..attributes import AttributeTask, flip_permutation
-from ..config import AugmentConfig
+from ..config import AugmentConfig, DataConfig
 from ..errors import ImageError
 from ..geometry import Box, box_from_landmarks
 from ..imageio import load_image, to_grey
@@ -122,3 +122,10 @@ def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[np.nda
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * validation_fraction))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def split_faces(faces: Sequence[FaceAnnotation], data: DataConfig) -> tuple[list[FaceAnnotation], list[FaceAnnotation]]:
+    """(training, validation) faces as ``data.validation_fraction`` and ``data.split_seed`` carve them."""
+    train_idx, val_idx = split_indices(len(faces), data.validation_fraction, data.split_seed)
+    return [faces[i] for i in train_idx], [faces[i] for i in val_idx]
+
