@@ -216,3 +216,21 @@ def test_export_command(model_and_onnx, tmp_path) -> None:
     assert np.abs(OnnxLandmarkModel(out).run_network(crops)[0] - model.run_network(crops)[0]).max() < PARITY_TOLERANCE
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "--model", str(checkpoint), "--format", "tflite", "--out", str(out)])
+
+
+def test_float_graph_standardises_in_one_node(model_and_onnx) -> None:
+    # The standardisation is one LayerNormalization node (fast at batch 1), not a chain of reductions.
+    _, float_path = model_and_onnx
+    ops = [n.op_type for n in __import__("onnx").load(str(float_path)).graph.node]
+    assert ops.count("LayerNormalization") == 1 and "ReduceMean" not in ops and "Sqrt" not in ops
+
+
+def test_qoperator_int8_keeps_the_conv_trunk_in_uint8(model_and_onnx, train_crops, tmp_path) -> None:
+    # Between the first quantised convolution and the shared fc layer nothing may go back to float:
+    # a DequantizeLinear there would be a wasted dequantise/requantise pair per layer.
+    _, float_path = model_and_onnx
+    int8_path = quantize_int8(float_path, tmp_path / "int8-qop.onnx", train_crops, quant_format="qoperator")
+    ops = [n.op_type for n in __import__("onnx").load(str(int8_path)).graph.node]
+    trunk = ops[ops.index("QLinearConv"):ops.index("QGemm")]
+    assert trunk.count("QLinearConv") == 4 and trunk.count("MaxPool") == 3
+    assert "DequantizeLinear" not in trunk and "Relu" not in trunk
