@@ -85,6 +85,7 @@ def test_unknown_key_in_file_names_file_and_key(tmp_path: Path) -> None:
         ({"data": {"train": 3}}, "data.train"),  # int for str
         ({"data": "mtfl"}, "data"),  # scalar for a section
         ({"objective": {"landmark_loss": "l1"}}, "objective.landmark_loss"),  # not a known loss
+        ({"train": {"init_layers": "fc"}}, "train.init_layers"),  # not a known layer group
         ({"objective": {"wing_width": 0.0}}, "objective.wing_width"),
     ],
 )

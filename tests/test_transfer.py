@@ -74,8 +74,10 @@ def source_checkpoint(faces_68: list[FaceAnnotation], tmp_path_factory: pytest.T
     return path
 
 
-def transfer_trainer(faces_68: list[FaceAnnotation], out: Path, init_from: Path, **model: int) -> Trainer:
+def transfer_trainer(faces_68: list[FaceAnnotation], out: Path, init_from: Path, init_layers: str = "all",
+                     **model: int) -> Trainer:
     cfg = small_config(68, "ibug-68", (), str(init_from))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_layers=init_layers))
     if model:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model))
     return Trainer(cfg, out, faces=(faces_68[:TRAIN_FACES], faces_68[TRAIN_FACES:]))
@@ -140,6 +142,29 @@ def test_init_from_a_different_architecture_is_rejected(
 ) -> None:
     with pytest.raises(CheckpointError, match=next(iter(mismatch))):
         transfer_trainer(faces_68, tmp_path, source_checkpoint, **mismatch)
+
+
+def test_features_only_transfer_to_a_larger_crop(
+    faces_68: list[FaceAnnotation], source_checkpoint: Path, tmp_path: Path
+) -> None:
+    # init_layers: features copies the conv filters (crop-size independent) and starts fc and heads
+    # fresh, so the crop size and representation width may change; "all" refuses the same change.
+    source = read_checkpoint(source_checkpoint)["model"]
+    trainer = transfer_trainer(faces_68, tmp_path, source_checkpoint, "features", input_size=72, feature_dim=128)
+    state = trainer.model.state_dict()
+    conv = [k for k in source if k.startswith("features.")]
+    assert len(conv) == 8
+    for key in conv:
+        assert torch.equal(state[key], source[key]), key
+    assert state["fc.weight"].shape != source["fc.weight"].shape
+    assert trainer.model.config.input_size == 72 and trainer.model.num_points == 68
+    trainer.fit()
+    assert np.isfinite(trainer.history[-1]["val_nme"])
+    assert LandmarkModel.load(tmp_path / "best.pt").input_size == 72
+    with pytest.raises(CheckpointError, match="init_layers"):
+        transfer_trainer(faces_68, tmp_path / "all", source_checkpoint, "all", input_size=72)
+    with pytest.raises(CheckpointError, match="channels"):
+        transfer_trainer(faces_68, tmp_path / "ch", source_checkpoint, "features", channels=(20, 48, 64, 96))
 
 
 def test_init_from_a_missing_file_is_rejected(faces_68: list[FaceAnnotation], tmp_path: Path) -> None:

@@ -94,6 +94,11 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0 = once per epoch (always at least that)
     # Fine-tuning: start from a trained model (name or checkpoint) and swap its landmark head.
     init_from: str = ""
+    # What init_from copies: "all" (conv filters and the shared fc layer; the source's input_size,
+    # channels, kernels and feature_dim must equal this config's) or "features" (the conv filters only;
+    # fc and heads start fresh, so input_size and feature_dim may differ: e.g. a larger crop for dense
+    # points).
+    init_layers: str = "all"
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"multitask.coefficients: expected dynamic|fixed|early_stopping, got {m.coefficients!r}")
     if cfg.train.device not in ("cpu", "cuda"):
         raise ConfigError(f"train.device: expected cpu|cuda, got {cfg.train.device!r}")
+    if cfg.train.init_layers not in ("all", "features"):
+        raise ConfigError(f"train.init_layers: expected all|features, got {cfg.train.init_layers!r}")
     if cfg.train.optimizer not in ("adam", "sgd"):
         raise ConfigError(f"train.optimizer: expected adam|sgd, got {cfg.train.optimizer!r}")
     if len(cfg.model.channels) != len(cfg.model.kernels):

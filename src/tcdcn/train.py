@@ -160,9 +160,19 @@ class Trainer:
             return TCDCN(cfg.model, len(self.tasks))
         state = load_pretrained(cfg.train.init_from)
         model, src_cfg, _scheme, src_tasks = model_from_state(state, cfg.train.init_from)
+        if cfg.train.init_layers == "features":
+            # Conv filters only: they do not depend on the crop size, fc and heads do.
+            for key in ("channels", "kernels"):
+                if getattr(src_cfg.model, key) != getattr(cfg.model, key):
+                    raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's")
+            fresh = TCDCN(cfg.model, len(self.tasks))
+            fresh.features.load_state_dict(model.features.state_dict())
+            fresh.train()
+            return fresh
         for key in ("input_size", "channels", "kernels", "feature_dim"):
             if getattr(src_cfg.model, key) != getattr(cfg.model, key):
-                raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's")
+                raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's "
+                                      "(train.init_layers: features copies the conv filters only)")
         if model.num_points != cfg.model.num_points:
             model.reset_landmark_head(cfg.model.num_points)
         if tuple(src_tasks) != self.task_names:
