@@ -35,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validation", metavar="CONFIG", default="",
                    help="analyse the validation split this config carves from its training data instead of --data")
     p.add_argument("--box", choices=("image", "gt"), default="image")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored crop's prediction")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored crop's prediction (default: the model's choice)")
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
-    model.mirror_average = args.flip
+    if args.flip is not None:
+        model.mirror_average = args.flip
     if args.validation:
         cfg = load_config(args.validation)
         _, faces = split_faces(read_annotations(cfg.data.train), cfg.data)

@@ -77,6 +77,11 @@ def time_batch1(run: RunNetwork, crops: np.ndarray, repeats: int) -> dict[str, A
             "ms_median": 1000.0 * float(np.median(per_call))}
 
 
+def with_mirror(run: RunNetwork) -> RunNetwork:
+    """``run`` on each batch of crops together with their mirror images (one call, twice the batch)."""
+    return lambda crops: run(np.concatenate([crops, crops[..., ::-1]]))
+
+
 def time_throughput(run: RunNetwork, crops: np.ndarray, batch_sizes: list[int], repeats: int) -> dict[str, Any]:
     """Faces per second over all crops for each batch size (best of ``repeats`` passes)."""
     rates: dict[str, float] = {}
@@ -159,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for the all-cores rows")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed passes over all faces, per backend and batch size (the best is reported)")
+    p.add_argument("--no-mirror-rows", dest="mirror_rows", action="store_false",
+                   help="skip the mirror-averaged rows")
     p.add_argument("--int8-formats", default="qdq,qoperator", help="int8 variants to build and time")
     p.add_argument("--torch-variants", default="eager,jit", help="eager, jit (traced+frozen), channels_last")
     p.add_argument("--pipeline-images", type=int, default=300, help="images for the full-pipeline timing")
@@ -216,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     if torch_model.scheme.num_points != 5:
         print(f"{args.model}: bench compares 5-point models; got {torch_model.scheme.name}", file=sys.stderr)
         return 2
+    # The network rows time and score one pass; mirror-averaged rows (the shipped models' default
+    # inference) run each crop with its mirror image in one call.
+    default_mirror = torch_model.mirror_average
+    torch_model.mirror_average = False
     crops, _ = torch_model.crops(greys, boxes)  # (N, 1, S, S), prepared once for every backend
     rows: list[dict[str, Any]] = []
 
@@ -253,8 +264,15 @@ def main(argv: list[str] | None = None) -> int:
             multi = OnnxLandmarkModel(path, threads=args.threads)
             tcdcn_row(name, single.run_network, multi.run_network, single)
             rows[-1]["file_bytes"] = sizes[name]
-        pipeline = time_pipeline(faces[:args.pipeline_images], OnnxLandmarkModel(float_file, threads=1),
-                                 torch_model)
+            if args.mirror_rows:
+                mirrored = OnnxLandmarkModel(path, threads=1)
+                mirrored.mirror_average = True
+                tcdcn_row(f"{name}, mirror-averaged (crop + mirror in one call)", with_mirror(single.run_network),
+                          with_mirror(multi.run_network), mirrored)
+        pipeline_onnx = OnnxLandmarkModel(float_file, threads=1)
+        pipeline_onnx.mirror_average = torch_model.mirror_average = default_mirror
+        pipeline = time_pipeline(faces[:args.pipeline_images], pipeline_onnx, torch_model)
+        pipeline["mirror_average"] = default_mirror
 
     dlib_note = ""
     dlib_parts = None if args.no_dlib else load_dlib()
@@ -401,7 +419,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Full pipeline per image, 1 thread ({p['images']} images; detector: {p['detector']}; "
-        f"faces found in {p['detected_images']}):",
+        f"faces found in {p['detected_images']}; landmarks "
+        f"{'mirror-averaged, the model default' if p.get('mirror_average') else 'one pass'}):",
         "",
         "| stage | ms/image |",
         "|---|---|",

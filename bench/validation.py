@@ -22,14 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/mtfl-5pt.yaml")
     p.add_argument("--model", default="mtfl-5pt")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored crop's prediction")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored crop's prediction (default: the model's choice)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     model = LandmarkModel.load(args.model)
-    model.mirror_average = args.flip
+    if args.flip is not None:
+        model.mirror_average = args.flip
     summary = evaluate(model, val_faces, box="gt").summary()
-    summary.update(model=args.model, config=args.config, flip=args.flip)
+    summary.update(model=args.model, config=args.config, flip=model.mirror_average)
     print(json.dumps(summary))
     return 0
 

@@ -86,3 +86,23 @@ def test_evaluate_reports_a_missing_model(test_list: Path, tmp_path: Path, capsy
     code = main(["-q", "evaluate", "--model", str(tmp_path / "none.pt"), "--data", str(test_list)])
     assert code == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+def test_mirror_averaging_follows_the_model_unless_told(model_file: Path, test_list: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # A checkpoint runs one pass by default; the shipped models run mirror-averaged (their records say so);
+    # --flip / --no-flip override either, and the JSON says which ran.
+    from tcdcn.inference import LandmarkModel
+    from tcdcn.weights import SHIPPED
+
+    assert not LandmarkModel.load(model_file).mirror_average
+    for name, record in SHIPPED.items():
+        assert LandmarkModel.load(name).mirror_average == record.mirror_average
+    runs = {}
+    for flag in ([], ["--flip"], ["--no-flip"]):
+        assert main(["-q", "evaluate", "--model", str(model_file), "--data", str(test_list), "--json", *flag]) == 0
+        runs[tuple(flag)] = json.loads(capsys.readouterr().out)
+    assert runs[()]["flip"] is False and runs[("--no-flip",)]["flip"] is False and runs[("--flip",)]["flip"] is True
+    assert runs[()]["nme"] == runs[("--no-flip",)]["nme"] != runs[("--flip",)]["nme"]
+    assert main(["-q", "evaluate", "--model", "mtfl-5pt", "--data", str(test_list), "--json", "--no-flip"]) == 0
+    assert json.loads(capsys.readouterr().out)["flip"] is False

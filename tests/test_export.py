@@ -234,3 +234,12 @@ def test_qoperator_int8_keeps_the_conv_trunk_in_uint8(model_and_onnx, train_crop
     trunk = ops[ops.index("QLinearConv"):ops.index("QGemm")]
     assert trunk.count("QLinearConv") == 4 and trunk.count("MaxPool") == 3
     assert "DequantizeLinear" not in trunk and "Relu" not in trunk
+
+
+def test_shipped_models_run_mirror_averaged_on_both_backends() -> None:
+    from tcdcn.runtime import load_landmark_model
+    from tcdcn.weights import SHIPPED
+
+    for name, record in SHIPPED.items():
+        for backend in ("torch", "onnx"):
+            assert load_landmark_model(name, backend=backend).mirror_average == record.mirror_average, (name, backend)

@@ -26,6 +26,7 @@ class LandmarkBackend(Protocol):
     """What the detector needs of a model: torch (``inference.LandmarkModel``) or onnxruntime."""
 
     task_names: tuple[str, ...]
+    mirror_average: bool
 
     @property
     def scheme(self) -> Any: ...
@@ -79,12 +80,15 @@ class LandmarkDetector:
     ``model``: a shipped model name (``mtfl-5pt``, ``300w-68pt``) or a checkpoint / ONNX path.
     ``backend``: "auto", "torch" or "onnx". ``face_detector``: any callable ``rgb -> list[Detection]``
     (default: ``tcdcn.detect.FaceDetector()``). ``max_side``: images are decoded with their long side
-    bounded by this (memory and time stay bounded on huge photos).
+    bounded by this (memory and time stay bounded on huge photos). ``mirror_average``: also run each
+    face mirrored and average (None: the model's default, on for the shipped models).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", face_detector: Any = None,
-                 max_side: int = DEFAULT_MAX_SIDE) -> None:
+                 max_side: int = DEFAULT_MAX_SIDE, mirror_average: bool | None = None) -> None:
         self.model = load_backend(model, backend)
+        if mirror_average is not None:
+            self.model.mirror_average = mirror_average
         if face_detector is None:
             from .detect import FaceDetector
 

@@ -40,7 +40,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .inference import LandmarkModel
 
     model = LandmarkModel.load(args.model)
-    model.mirror_average = args.flip
+    if args.flip is not None:  # otherwise the model's default (on for the shipped models)
+        model.mirror_average = args.flip
     faces = read_annotations(args.data)
     detector = None
     if args.box == "detect":
@@ -51,7 +52,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(model, faces, args.box, detector)
     summary = report.summary()
     summary["model"] = args.model
-    summary["flip"] = args.flip
+    summary["flip"] = model.mirror_average
     summary["data"] = str(args.data)
     if args.ced:
         report.write_ced(args.ced, label=f"{args.model} ({args.box} box)")
@@ -93,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", choices=("image", "gt", "detect"), default="image",
                    help="face box: whole image (AFLW test protocol), from ground truth, or face detector")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    p.add_argument("--flip", action="store_true",
-                   help="average each face's prediction with its mirrored crop's (2x the time)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each face's prediction with its mirrored crop's (one network call on both; "
+                        "default: the model's choice, on for the shipped models, off for checkpoints)")
     p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -222,7 +222,11 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
         return LandmarkModel.load(text)
     shipped = shipped_onnx_file(text)
     if shipped is not None:
-        return OnnxLandmarkModel(shipped, threads=threads, source=text)
+        from .weights import default_mirror_average
+
+        model = OnnxLandmarkModel(shipped, threads=threads, source=text)
+        model.mirror_average = default_mirror_average(text)
+        return model
     if not has_torch:
         raise BackendError(f"{text}: a torch checkpoint needs torch; without it, pass an .onnx file "
                            "(made with `tcdcn export`) or a shipped model name")

@@ -25,6 +25,9 @@ class ModelWeights:
     metrics: dict[str, float] = field(default_factory=dict)
     onnx_sha256: str = ""  # the .onnx twin beside the .pt (torch-free inference)
     calibration: str = ""  # any post-training adjustment folded into the weights, and what it was fitted on
+    # Test-time mirroring on by default: each face is also run mirrored and the answers averaged (one
+    # network call on both crops). Chosen on the validation split; callers can switch it off.
+    mirror_average: bool = False
 
     def path(self) -> Path:
         return Path(str(resources.files("tcdcn") / "weights" / self.file))
@@ -50,6 +53,7 @@ SHIPPED: dict[str, ModelWeights] = {
                           "(wing loss), best validation epoch",
             metrics={"val_nme": 0.0446, "val_nme_calibrated_cross_fitted": 0.0421,
                      "aflw_nme_box_image": 0.0819, "aflw_failure_rate_box_image": 0.1750},
+            mirror_average=True,
             calibration="mirror-axis x offsets (tcdcn.calibration) fitted on the 1,000 validation faces and "
                         "folded into the landmark head (scripts/ship_model.py --mirror-calibration "
                         "configs/mtfl-5pt.yaml)",
@@ -68,6 +72,7 @@ SHIPPED: dict[str, ModelWeights] = {
                           "last epoch",
             metrics={"val_nme_interocular": 0.0453, "val_nme_interpupil": 0.0634, "val_failure_rate": 0.0055,
                      "val_helen_nme_interpupil": 0.0595},
+            mirror_average=True,
         ),
     )
 }
@@ -79,6 +84,13 @@ def sha256_of(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def default_mirror_average(name_or_path: str | Path) -> bool:
+    """Whether a model runs mirror-averaged unless told otherwise: its record's choice for a shipped
+    name, off for any file."""
+    record = SHIPPED.get(str(name_or_path))
+    return bool(record and record.mirror_average)
 
 
 def resolve_weights_file(name_or_path: str) -> Path:
