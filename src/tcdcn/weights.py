@@ -33,8 +33,11 @@ class ModelWeights:
         return Path(str(resources.files("tcdcn") / "weights" / self.file))
 
 
-_PREPROCESS = ("grey (ITU-R 601 luma), square face box cropped and resized to 60x60 (area-averaged when "
-               "shrinking), per-image standardised")
+def _preprocess(size: int) -> str:
+    return (f"grey (ITU-R 601 luma), square face box cropped and resized to {size}x{size} (area-averaged when "
+            "shrinking), per-image standardised")
+
+
 _BOX = "square box on the 5 points' bounding-box centre, side 2.8x its larger side (tcdcn.geometry)"
 
 SHIPPED: dict[str, ModelWeights] = {
@@ -48,7 +51,7 @@ SHIPPED: dict[str, ModelWeights] = {
             scheme="mtfl-5",
             input_size=60,
             box_convention=_BOX,
-            preprocessing=_PREPROCESS,
+            preprocessing=_preprocess(60),
             training_data="MTFL training set (9,000 faces; 1,000 held out for validation); configs/mtfl-5pt.yaml "
                           "(wing loss), best validation epoch",
             metrics={"val_nme": 0.0446, "val_nme_calibrated_cross_fitted": 0.0421,
@@ -66,7 +69,7 @@ SHIPPED: dict[str, ModelWeights] = {
             scheme="ibug-68",
             input_size=60,
             box_convention=_BOX,
-            preprocessing=_PREPROCESS,
+            preprocessing=_preprocess(60),
             training_data="300-W AFW + Helen-train part (1,207 faces; 181 held out for validation, split_seed 0); "
                           "initialised from mtfl-5pt (paper Sec. 3.4); configs/300w-68pt-transfer.yaml (wing loss), "
                           "last epoch",
