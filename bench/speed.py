@@ -79,7 +79,9 @@ def time_batch1(run: RunNetwork, crops: np.ndarray, repeats: int) -> dict[str, A
 
 def with_mirror(run: RunNetwork) -> RunNetwork:
     """``run`` on each batch of crops together with their mirror images (one call, twice the batch)."""
-    return lambda crops: run(np.concatenate([crops, crops[..., ::-1]]))
+    from tcdcn.runtime import with_mirror_images
+
+    return lambda crops: run(with_mirror_images(crops))
 
 
 def time_throughput(run: RunNetwork, crops: np.ndarray, batch_sizes: list[int], repeats: int) -> dict[str, Any]:

@@ -114,19 +114,21 @@ def test_mirror_averaged_prediction_is_mirror_equivariant(mtfl_train_faces: list
     boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
     scheme = get_scheme("mtfl-5")
     model = LandmarkModel(_network(), Config(), scheme, ())
-    model.mirror_average = True
-    plain = model.predict(greys, boxes).landmarks  # (N, 5, 2)
     # A column c of a W-wide image lands on W - 1 - c (pixel centres at integers).
+    mirrored_greys = [np.ascontiguousarray(g[:, ::-1]) for g in greys]
     mirrored_boxes = [Box(g.shape[1] - 1 - b.cx, b.cy, b.side) for g, b in zip(greys, boxes)]
-    mirrored = model.predict([np.ascontiguousarray(g[:, ::-1]) for g in greys], mirrored_boxes).landmarks
     widths = np.array([g.shape[1] for g in greys], dtype=np.float64)[:, None]
-    back = mirrored[:, scheme.flip_index].copy()
-    back[..., 0] = widths - 1 - back[..., 0]
+
+    def plain_and_mirrored_back() -> tuple[np.ndarray, np.ndarray]:
+        plain = model.predict(greys, boxes).landmarks  # (N, 5, 2)
+        back = model.predict(mirrored_greys, mirrored_boxes).landmarks[:, scheme.flip_index].copy()
+        back[..., 0] = widths - 1 - back[..., 0]
+        return plain, back
+
+    model.mirror_average = True
+    plain, back = plain_and_mirrored_back()
     np.testing.assert_allclose(back, plain, atol=2e-3)
     # Without mirror-averaging the network is not symmetric, so the same identity fails.
     model.mirror_average = False
-    plain1 = model.predict(greys, boxes).landmarks
-    mirrored1 = model.predict([np.ascontiguousarray(g[:, ::-1]) for g in greys], mirrored_boxes).landmarks
-    back1 = mirrored1[:, scheme.flip_index].copy()
-    back1[..., 0] = widths - 1 - back1[..., 0]
-    assert np.abs(back1 - plain1).max() > 0.05
+    plain, back = plain_and_mirrored_back()
+    assert np.abs(back - plain).max() > 0.05

@@ -50,8 +50,8 @@ CALIBRATION_SEED = 0
 # Operators quantised to int8; the rest (standardisation, heads) stays float. Relu, MaxPool and Flatten
 # are listed so that the quantiser keeps the whole conv trunk in uint8: ReLU becomes the clip of the
 # convolution's output range, max-pooling and flattening run on the uint8 values, and no
-# dequantise/requantise pair sits between layers (measured faster at batch 1, and closer to the float
-# outputs, since each quantisation range then covers the ReLU's output only).
+# dequantise/requantise pair sits between layers (fewer nodes per call at batch 1; bench/speed.py
+# reports the resulting speed and accuracy).
 QUANTISED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "MaxPool", "Flatten")
 
 

@@ -97,7 +97,7 @@ class CropLandmarkModel:
             crops, inverses = self.crops(grey_images[part], boxes[part])
             if self.mirror_average:
                 # One network call on the crops and their mirror images (cheaper than two calls).
-                both, both_logits = self.run_network(np.concatenate([crops, crops[..., ::-1]]))  # (2b, P, 2)
+                both, both_logits = self.run_network(with_mirror_images(crops))  # (2b, P, 2)
                 normalised, mirrored = both[:len(crops)], both[len(crops):]
                 logits, mirrored_logits = both_logits[:len(crops)], both_logits[len(crops):]
                 unmirrored = mirrored[:, self.scheme.flip_index] * np.array([-1.0, 1.0], np.float32)
@@ -178,6 +178,11 @@ class OnnxLandmarkModel(CropLandmarkModel):
         feed = {self.input_name: np.ascontiguousarray(crops, dtype=np.float32)}
         landmarks, logits = self.session.run(self.output_names, feed)
         return landmarks, logits
+
+
+def with_mirror_images(crops: np.ndarray) -> np.ndarray:
+    """(N, 1, S, S) crops -> (2N, 1, S, S): the crops, then their mirror images (one network batch)."""
+    return np.concatenate([crops, crops[..., ::-1]])
 
 
 def shipped_onnx_file(name: str) -> Path | None:

@@ -128,4 +128,3 @@ def split_faces(faces: Sequence[FaceAnnotation], data: DataConfig) -> tuple[list
     """(training, validation) faces as ``data.validation_fraction`` and ``data.split_seed`` carve them."""
     train_idx, val_idx = split_indices(len(faces), data.validation_fraction, data.split_seed)
     return [faces[i] for i in train_idx], [faces[i] for i in val_idx]
-
