@@ -108,6 +108,10 @@ def test_int_is_accepted_for_float_and_converted() -> None:
         {"data": {"validation_fraction": 0.0}},
         {"multitask": {"tau": 0}},
         {"multitask": {"eps": 0.0}},
+        {"augment": {"occlusion_probability": 1.5}},
+        {"augment": {"blur_probability": -0.1}},
+        {"augment": {"blur_sigma": 0.2}},
+        {"augment": {"occlusion_size": 0.0}},
     ],
 )
 def test_invalid_values_are_rejected(values: dict) -> None:

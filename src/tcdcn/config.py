@@ -40,7 +40,10 @@ class AugmentConfig:
     shift: float = 0.06  # box centre moved by up to shift x side
     brightness: float = 0.3  # contrast/brightness jitter before per-image standardisation
     contrast: float = 0.3
-    blur_probability: float = 0.0
+    blur_probability: float = 0.0  # chance of a Gaussian blur of the crop (defocus, motion, low resolution)
+    blur_sigma: float = 1.5  # its sigma, uniform in [0.5, blur_sigma] crop pixels
+    occlusion_probability: float = 0.0  # chance of one grey rectangle over part of the crop (hands, objects)
+    occlusion_size: float = 0.4  # its sides, uniform in [0.1, occlusion_size] x the crop side
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.channels and model.kernels must have the same length")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError("data.validation_fraction must be in (0, 1)")
+    a = cfg.augment
+    if not (0 <= a.blur_probability <= 1 and 0 <= a.occlusion_probability <= 1):
+        raise ConfigError("augment.blur_probability and augment.occlusion_probability must be in [0, 1]")
+    if a.blur_sigma < 0.5:
+        raise ConfigError(f"augment.blur_sigma must be >= 0.5 (crop pixels), got {a.blur_sigma}")
+    if not 0.1 <= a.occlusion_size <= 1:
+        raise ConfigError(f"augment.occlusion_size must be in [0.1, 1] (fraction of the crop side), "
+                          f"got {a.occlusion_size}")
     o = cfg.objective
     if o.landmark_loss not in ("squared", "wing"):
         raise ConfigError(f"objective.landmark_loss: expected squared|wing, got {o.landmark_loss!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..config import AugmentConfig
@@ -26,12 +27,26 @@ class CropParams:
     mirror: bool = False
     contrast: float = 1.0
     brightness: float = 0.0  # in units of the image's grey range (0..255)
+    blur_sigma: float = 0.0  # Gaussian blur of the crop, in crop pixels (0 = none)
+    # One occluding rectangle (left, top, width, height in units of the crop side; grey level 0..255), or
+    # None. The landmarks stay: the network learns to place points it cannot see.
+    occluder: tuple[float, float, float, float, float] | None = None
 
 
 IDENTITY = CropParams()
 
 
 def draw_params(cfg: AugmentConfig, rng: np.random.Generator) -> CropParams:
+    # Blur and occlusion draw from ``rng`` only when enabled, so configs without them keep the random
+    # stream (and the crops) of earlier versions.
+    blur_sigma = 0.0
+    if cfg.blur_probability > 0 and rng.random() < cfg.blur_probability:
+        blur_sigma = float(rng.uniform(0.5, cfg.blur_sigma))
+    occluder = None
+    if cfg.occlusion_probability > 0 and rng.random() < cfg.occlusion_probability:
+        width, height = rng.uniform(0.1, cfg.occlusion_size, size=2)
+        left, top = rng.uniform(0, 1 - width), rng.uniform(0, 1 - height)
+        occluder = (float(left), float(top), float(width), float(height), float(rng.uniform(0, 255)))
     return CropParams(
         scale=float(rng.uniform(1 - cfg.scale, 1 + cfg.scale)),
         shift_x=float(rng.uniform(-cfg.shift, cfg.shift)),
@@ -40,6 +55,8 @@ def draw_params(cfg: AugmentConfig, rng: np.random.Generator) -> CropParams:
         mirror=bool(cfg.mirror and rng.random() < 0.5),
         contrast=float(rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)),
         brightness=float(rng.uniform(-cfg.brightness, cfg.brightness) * 128.0),
+        blur_sigma=blur_sigma,
+        occluder=occluder,
     )
 
 
@@ -65,6 +82,12 @@ def make_crop(
     if params.contrast != 1.0 or params.brightness != 0.0:
         mean = crop.mean()
         crop = np.clip((crop - mean) * params.contrast + mean + params.brightness, 0, 255)
+    if params.blur_sigma > 0:
+        crop = cv2.GaussianBlur(crop, (0, 0), params.blur_sigma)
+    if params.occluder is not None:
+        left, top, width, height, grey = params.occluder
+        x0, y0 = round(left * size), round(top * size)
+        crop[y0:y0 + max(1, round(height * size)), x0:x0 + max(1, round(width * size))] = grey
     norm = None
     if landmarks is not None:
         norm = to_normalised(apply_affine(matrix, landmarks), size).astype(np.float32)  # (P, 2)
