@@ -1,6 +1,7 @@
 """Copy a trained checkpoint into the package as a shipped model: slim weights + ONNX twin + checksums.
 
     python scripts/ship_model.py runs/mtfl-5pt/best.pt mtfl-5pt [--mirror-calibration configs/mtfl-5pt.yaml]
+    python scripts/ship_model.py RUN/best.pt candidate --mirror-calibration configs/mtfl-5pt.yaml --to runs/candidate.pt
 
 Writes ``src/tcdcn/weights/NAME.pt`` (model, config, scheme, tasks and the learned task covariance and
 coefficients; no optimiser or RNG state) and ``NAME.onnx``, and prints their sha256 for
@@ -40,13 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="shipped model name, e.g. mtfl-5pt")
     p.add_argument("--mirror-calibration", metavar="CONFIG", default="",
                    help="fold the mirror-axis offset fitted on CONFIG's validation split into the landmark head")
+    p.add_argument("--to", metavar="FILE", default="",
+                   help="write the slim (calibrated) checkpoint to FILE instead of shipping it: for comparing "
+                        "candidates before one is shipped")
     args = p.parse_args(argv)
-    if not WEIGHTS_DIR.is_dir():
+    if not args.to and not WEIGHTS_DIR.is_dir():
         p.error(f"{WEIGHTS_DIR}: not found; run from the repository root")
     state = read_checkpoint(args.checkpoint)
     slim = {k: state[k] for k in SHIPPED_KEYS if k in state}
     if args.mirror_calibration:
         slim = mirror_calibrated(slim, args.checkpoint, args.mirror_calibration)
+    if args.to:
+        atomic_save(slim, Path(args.to))
+        print(f"{args.to}: written (not shipped)")
+        return 0
     pt_file = WEIGHTS_DIR / f"{args.name}.pt"
     atomic_save(slim, pt_file)
     onnx_file = export_onnx(LandmarkModel.load(pt_file), WEIGHTS_DIR / f"{args.name}.onnx")

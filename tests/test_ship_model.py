@@ -54,6 +54,23 @@ def test_ship_model_writes_slim_weights_and_a_matching_onnx_twin(tmp_path: Path,
     np.testing.assert_allclose(onnx_points, torch_points, atol=1e-4)
 
 
+def test_ship_model_to_writes_a_slim_checkpoint_outside_the_package(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = Config()
+    network = TCDCN(cfg.model, 2)
+    state = weights_payload(network, cfg, get_scheme("mtfl-5"), ("male", "smiling"))
+    state["optimizer"] = {"not": "shipped"}
+    atomic_save(state, tmp_path / "best.pt")
+    monkeypatch.chdir(tmp_path)  # no src/tcdcn/weights here: --to must not need the repository
+
+    assert _load_script().main(["best.pt", "candidate", "--to", "candidate.pt"]) == 0
+
+    written = torch.load(tmp_path / "candidate.pt", weights_only=True)
+    assert "optimizer" not in written and not Path("src").exists()
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(written["model"][key], value)
+
+
 def test_ship_model_refuses_to_run_outside_the_repository_root(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
