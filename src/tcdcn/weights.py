@@ -46,18 +46,18 @@ SHIPPED: dict[str, ModelWeights] = {
         ModelWeights(
             name="mtfl-5pt",
             file="mtfl-5pt.pt",
-            sha256="d4aa5f6efc9d3bfabdf250b38202f89fcea9d17861603e4dc7496098933f3531",
-            onnx_sha256="7c3c45f397016a00698fccbaa2911d165b2882962e283492c7215fd3427c16c6",
+            sha256="b48f76dbc0073927f828e682ce5510f4df96eb58ab098f8b499bf3d35a62ac12",
+            onnx_sha256="411d07e93f7e2721efc738acee08de3c0e6c94638374f4956f40a1f017dd8395",
             scheme="mtfl-5",
             input_size=60,
             box_convention=_BOX,
             preprocessing=_preprocess(60),
             training_data="MTFL training set (9,000 faces; 1,000 held out for validation); configs/mtfl-5pt.yaml "
-                          "(wing loss), best validation epoch",
-            metrics={"val_nme": 0.0446, "val_nme_calibrated_cross_fitted": 0.0421,
-                     "val_nme_mirror_averaged": 0.0399,
-                     "aflw_nme_box_image": 0.0803, "aflw_failure_rate_box_image": 0.1543,  # mirror-averaged
-                     "aflw_nme_box_image_one_pass": 0.0819, "aflw_failure_rate_box_image_one_pass": 0.1750},
+                          "(wing loss, 120 epochs), best validation epoch (118)",
+            metrics={"val_nme": 0.0430, "val_nme_calibrated_cross_fitted": 0.0400,
+                     "val_nme_mirror_averaged": 0.0379,
+                     "aflw_nme_box_image": 0.0772, "aflw_failure_rate_box_image": 0.1369,  # mirror-averaged
+                     "aflw_nme_box_image_one_pass": 0.0784, "aflw_failure_rate_box_image_one_pass": 0.1476},
             mirror_average=True,
             calibration="mirror-axis x offsets (tcdcn.calibration) fitted on the 1,000 validation faces and "
                         "folded into the landmark head (scripts/ship_model.py --mirror-calibration "
