@@ -112,6 +112,8 @@ def test_int_is_accepted_for_float_and_converted() -> None:
         {"augment": {"blur_probability": -0.1}},
         {"augment": {"blur_sigma": 0.2}},
         {"augment": {"occlusion_size": 0.0}},
+        {"train": {"epochs": 5, "weight_averaging_from": 6}},
+        {"train": {"weight_averaging_from": -1}},
     ],
 )
 def test_invalid_values_are_rejected(values: dict) -> None:

@@ -6,6 +6,7 @@ A narrow network (the default architecture with fewer channels) keeps every run 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,59 @@ def test_refused_checkpoint_leaves_the_model_untouched(
         trainer.resume(forged)
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(value, untouched[name]), name
+
+
+# ---- stochastic weight averaging ------------------------------------------------------------------------
+def _averaging_config(start: int) -> Config:
+    return _config(train={"epochs": 3, "batch_size": 8, "seed": 5, "learning_rate": 3e-3,
+                          "min_learning_rate": 3e-3, "weight_averaging_from": start})
+
+
+def test_averaged_weights_are_the_mean_of_the_epoch_end_weights(mtfl_train_faces: list[FaceAnnotation],
+                                                                 tmp_path: Path) -> None:
+    faces = (mtfl_train_faces[400:416], mtfl_train_faces[500:508])  # 2 steps per epoch
+    trainer = Trainer(_averaging_config(start=2), tmp_path, faces=faces)
+    epoch_ends: list[dict[str, torch.Tensor]] = []
+    # With one evaluation per epoch the callback runs after the epoch's last step: the epoch-end weights.
+    trainer.on_epoch = lambda record: epoch_ends.append(copy.deepcopy(trainer.model.state_dict()))
+    trainer.fit()
+    assert len(epoch_ends) == 3
+    saved = read_checkpoint(tmp_path / "averaged.pt")
+    assert saved["averaged_epochs"] == 2
+    for name, value in saved["model"].items():
+        expected = (epoch_ends[1][name] + epoch_ends[2][name]) / 2  # epochs 2 and 3; epoch 1 left out
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+    # The averaged model differs from the last weights, and its validation figure is the one logged.
+    assert not torch.equal(saved["model"]["fc.weight"], epoch_ends[2]["fc.weight"])
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert "averaged_val_nme" not in history[0]
+    assert [r["averaged_epochs"] for r in history[1:]] == [1, 2]
+    averaged = LandmarkModel.load(tmp_path / "averaged.pt").network
+    assert history[2]["averaged_val_nme"] == pytest.approx(trainer.evaluate(trainer.val_set, model=averaged).nme)
+
+
+def test_averaged_weights_survive_a_resume(mtfl_train_faces: list[FaceAnnotation], tmp_path: Path) -> None:
+    cfg = _averaging_config(start=1)
+    faces = (mtfl_train_faces[400:416], mtfl_train_faces[500:508])
+    Trainer(cfg, tmp_path / "reference", faces=faces).fit()
+
+    def crash(record: dict[str, Any]) -> None:
+        if record["step"] == 4:  # epoch 2's evaluation: last.pt still holds epoch 1 with 1 averaged epoch
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        Trainer(cfg, tmp_path / "run", on_epoch=crash, faces=faces).fit()
+    resumed = Trainer(cfg, tmp_path / "run", faces=faces)
+    resumed.resume(tmp_path / "run" / "last.pt")
+    resumed.fit()
+    expected = read_checkpoint(tmp_path / "reference" / "averaged.pt")
+    actual = read_checkpoint(tmp_path / "run" / "averaged.pt")
+    assert actual["averaged_epochs"] == expected["averaged_epochs"] == 3
+    for name, value in expected["model"].items():
+        torch.testing.assert_close(actual["model"][name], value, rtol=0, atol=0)
+
+    # A checkpoint written without averaging cannot silently start an average mid-way.
+    plain = tmp_path / "plain"
+    Trainer(_config(train={"epochs": 1, "batch_size": 8, "seed": 5}), plain, faces=faces).fit()
+    with pytest.raises(CheckpointError, match="no averaged weights"):
+        Trainer(cfg, tmp_path / "again", faces=faces).resume(plain / "last.pt")

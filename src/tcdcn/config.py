@@ -102,6 +102,11 @@ class TrainConfig:
     # fc and heads start fresh, so input_size and feature_dim may differ: e.g. a larger crop for dense
     # points).
     init_layers: str = "all"
+    # Stochastic weight averaging (Izmailov et al., 2018): from the end of this epoch on (1-based), the
+    # weights at every epoch end join a uniform running average, scored on the validation split and
+    # written to RUN/averaged.pt; 0 = off. Pair it with a flat schedule (min_learning_rate equal to
+    # learning_rate), typically in a continuation run from a trained model (init_from).
+    weight_averaging_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.device: expected cpu|cuda, got {cfg.train.device!r}")
     if cfg.train.init_layers not in ("all", "features"):
         raise ConfigError(f"train.init_layers: expected all|features, got {cfg.train.init_layers!r}")
+    if cfg.train.weight_averaging_from < 0 or cfg.train.weight_averaging_from > cfg.train.epochs:
+        raise ConfigError(f"train.weight_averaging_from: expected 0 (off) or an epoch in 1..{cfg.train.epochs}, "
+                          f"got {cfg.train.weight_averaging_from}")
     if cfg.train.optimizer not in ("adam", "sgd"):
         raise ConfigError(f"train.optimizer: expected adam|sgd, got {cfg.train.optimizer!r}")
     if len(cfg.model.channels) != len(cfg.model.kernels):

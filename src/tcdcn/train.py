@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 
 from .attributes import tasks_by_name
 from .checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
@@ -142,6 +143,11 @@ class Trainer:
         k = 2 * self.model.num_points + len(self.tasks)
         self.task_covariance = torch.eye(k, dtype=torch.float64) / k  # (M+T, M+T)
         self.coefficients = TaskCoefficients(cfg.multitask, len(self.tasks))
+        # Uniform running average of the epoch-end weights (train.weight_averaging_from); no batch-norm
+        # layers, so the averaged weights need no statistics pass.
+        self.averaged: AveragedModel | None = None
+        if cfg.train.weight_averaging_from:
+            self.averaged = AveragedModel(self.model)
         self.rng = np.random.default_rng(cfg.train.seed)
         self.epoch = 0
         self.step = 0
@@ -267,16 +273,18 @@ class Trainer:
 
     # ---- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, dataset: FaceDataset, batch_size: int = 512) -> EvalResult:
-        """Losses and NME on ``dataset``; under torchrun each rank scores its slice and the sums are shared."""
-        self.model.eval()
+    def evaluate(self, dataset: FaceDataset, batch_size: int = 512, model: torch.nn.Module | None = None) -> EvalResult:
+        """Losses and NME of ``model`` (the one being trained by default) on ``dataset``; under torchrun
+        each rank scores its slice and the sums are shared."""
+        model = self.model if model is None else model
+        model.eval()
         lm_sum, task_sum, n = 0.0, np.zeros(len(self.tasks)), 0
         face_errs = [np.zeros(0)]
         first, stop = self.dist.shard(len(dataset))
         for start in range(first, stop, batch_size):
             idx = range(start, min(stop, start + batch_size))
             batch = dataset.batch(idx)
-            pred, logits = self.model(batch["images"].to(self.device))
+            pred, logits = model(batch["images"].to(self.device))
             pred, logits = pred.cpu(), logits.cpu()
             b = len(idx)
             lm_sum += landmark_loss(pred, batch["landmarks"], batch["visible"]).item() * b
@@ -322,9 +330,12 @@ class Trainer:
             self.epoch += 1
             self.epoch_order = None
             self.step_in_epoch = 0
+            if self.averaged is not None and self.epoch >= cfg.train.weight_averaging_from:
+                self.average_weights()
             self.save_checkpoint(self.out_dir / "last.pt")
         summary = {
             "best_val_nme": self.best_val_nme,
+            "averaged_val_nme": self.history[-1].get("averaged_val_nme") if self.history else None,
             "epochs": self.epoch,
             "seconds_this_run": time.time() - started,
         }
@@ -365,12 +376,7 @@ class Trainer:
             self.best_val_nme = val.nme
         if not self.dist.is_main:
             return
-        # Rewritten whole, so a resumed run never repeats the lines logged after its checkpoint; replaced
-        # atomically, so a kill while writing leaves the previous complete file.
-        history = self.out_dir / "history.jsonl"
-        partial = history.with_name(f".{history.name}.tmp")
-        partial.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
-        os.replace(partial, history)
+        self._write_history()
         if improved:
             atomic_save(self.weights(), self.out_dir / "best.pt")
         coeffs = " ".join(f"{n}={c:.2f}" for n, c in zip(self.task_names, coefficients))
@@ -380,6 +386,30 @@ class Trainer:
                  coeffs, seconds)
         if self.on_epoch is not None:
             self.on_epoch(record)
+
+    def average_weights(self) -> None:
+        """Fold the epoch-end weights into the running average, score it, write RUN/averaged.pt."""
+        assert self.averaged is not None
+        self.averaged.update_parameters(self.model)
+        val = self.evaluate(self.val_set, model=self.averaged.module)
+        count = int(self.averaged.n_averaged.item())
+        if self.history:  # the epoch's last evaluation point
+            self.history[-1].update({"averaged_val_nme": val.nme, "averaged_epochs": count})
+        if not self.dist.is_main:
+            return
+        self._write_history()
+        payload = weights_payload(self.averaged.module, self.cfg, self.scheme, self.task_names)  # type: ignore[arg-type]
+        payload["averaged_epochs"] = count
+        atomic_save(payload, self.out_dir / "averaged.pt")
+        log.info("epoch %d | averaged weights of %d epochs: val nme %.2f%%", self.epoch, count, 100 * val.nme)
+
+    def _write_history(self) -> None:
+        # Rewritten whole, so a resumed run never repeats the lines logged after its checkpoint; replaced
+        # atomically, so a kill while writing leaves the previous complete file.
+        history = self.out_dir / "history.jsonl"
+        partial = history.with_name(f".{history.name}.tmp")
+        partial.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
+        os.replace(partial, history)
 
     # ---- state --------------------------------------------------------------------------------
     def weights(self) -> dict[str, Any]:
@@ -412,6 +442,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
         })
+        if self.averaged is not None:
+            state["averaged_model"] = self.averaged.state_dict()  # averaged weights and their count
         atomic_save(state, path)
 
     def _fallback(self) -> str:
@@ -460,6 +492,12 @@ class Trainer:
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])
+        if self.averaged is not None:
+            if "averaged_model" in state:
+                self.averaged.load_state_dict(state["averaged_model"])
+            elif int(state["epoch"]) >= self.cfg.train.weight_averaging_from:
+                raise CheckpointError(f"{path}: train.weight_averaging_from={self.cfg.train.weight_averaging_from} "
+                                      f"but the checkpoint, at epoch {state['epoch']}, holds no averaged weights")
         self.last_good_checkpoint = (Path(path), self.step)
         if self.dist.is_main:
             log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
