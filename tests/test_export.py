@@ -243,3 +243,81 @@ def test_shipped_models_run_mirror_averaged_on_both_backends() -> None:
     for name, record in SHIPPED.items():
         for backend in ("torch", "onnx"):
             assert load_landmark_model(name, backend=backend).mirror_average == record.mirror_average, (name, backend)
+
+
+# ---- the space-to-depth stem of the int8 graph ------------------------------------------------------------
+def _run_graph(graph, crops: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: crops})
+
+
+@pytest.mark.parametrize("first_kernel", [5, 4])
+def test_space_to_depth_stem_computes_the_same_function(first_kernel, test_crops, tmp_path) -> None:
+    import onnx
+
+    from tcdcn.export import space_to_depth_stem
+
+    torch.manual_seed(first_kernel)
+    cfg = Config()
+    cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__,
+                                                                    "kernels": (first_kernel, 5, 3, 3)})})
+    network = TCDCN(cfg.model, len(tasks_by_name(TASKS))).eval()
+    with torch.no_grad():
+        network.landmark_head.weight.normal_(0.0, 0.05)
+    model = LandmarkModel(network, cfg, get_scheme("mtfl-5"), TASKS, source="random-init")
+    graph = onnx.load(str(export_onnx(model, tmp_path / "float.onnx")))
+    reference = _run_graph(graph, test_crops)
+    assert space_to_depth_stem(graph)
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("SpaceToDepth") == 1 and ops.count("MaxPool") == 2 and ops.count("ReduceMax") == 1
+    first_conv = next(n for n in graph.graph.node if n.op_type == "Conv")
+    weight = next(t for t in graph.graph.initializer if t.name == first_conv.input[1])
+    assert list(weight.dims) == [4 * cfg.model.channels[0], 4, first_kernel // 2 + 1, first_kernel // 2 + 1]
+    for before, after in zip(reference, _run_graph(graph, test_crops)):
+        np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+
+
+def test_space_to_depth_stem_leaves_other_graphs_alone(tmp_path) -> None:
+    import onnx
+
+    from tcdcn.export import space_to_depth_stem
+
+    # An odd input side: its 2x2 blocks do not tile the crop, so the stem does not apply.
+    cfg = Config()
+    cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__, "input_size": 61})})
+    model = LandmarkModel(TCDCN(cfg.model, len(tasks_by_name(TASKS))).eval(), cfg, get_scheme("mtfl-5"), TASKS)
+    graph = onnx.load(str(export_onnx(model, tmp_path / "odd.onnx")))
+    before = graph.SerializeToString()
+    assert not space_to_depth_stem(graph)
+    assert graph.SerializeToString() == before
+
+
+def test_int8_graph_uses_the_stem_and_stays_in_uint8(model_and_onnx, train_crops, test_crops, tmp_path) -> None:
+    import onnx
+
+    _, float_path = model_and_onnx
+    stem = quantize_int8(float_path, tmp_path / "stem.onnx", train_crops)
+    plain = quantize_int8(float_path, tmp_path / "plain.onnx", train_crops, stem="plain")
+    assert json.loads(read_metadata(stem)["quantization"])["stem"] == "space_to_depth"
+    assert json.loads(read_metadata(plain)["quantization"])["stem"] == "plain"
+    # What onnxruntime runs: the QDQ pairs fused into uint8 kernels from the input's quantisation to
+    # the fc layer, the phase max included; no float convolution and no dequantise/requantise pair.
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(stem), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+    trunk = ops[ops.index("QuantizeLinear"):ops.index("QGemm")]
+    assert trunk.count("QLinearConv") == 4 and "ReduceMax" in trunk and "SpaceToDepth" not in trunk
+    assert "DequantizeLinear" not in trunk and "Conv" not in trunk
+    float_model = OnnxLandmarkModel(float_path, threads=1)
+    reference, _ = float_model.run_network(test_crops)
+    for path in (stem, plain):
+        out, _ = OnnxLandmarkModel(path, threads=1).run_network(test_crops)
+        assert np.abs(out - reference).mean() < INT8_MEAN_TOLERANCE
+    with pytest.raises(Exception, match="stem"):
+        quantize_int8(float_path, tmp_path / "x.onnx", train_crops, stem="wide")

@@ -52,7 +52,10 @@ CALIBRATION_SEED = 0
 # convolution's output range, max-pooling and flattening run on the uint8 values, and no
 # dequantise/requantise pair sits between layers (fewer nodes per call at batch 1; bench/speed.py
 # reports the resulting speed and accuracy).
-QUANTISED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "MaxPool", "Flatten")
+QUANTISED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "MaxPool", "Flatten", "ReduceMax", "Reshape")
+# The space-to-depth stem (``space_to_depth_stem``) splits every input pixel block of this side into
+# channels; 2 matches the first max-pool's window and stride.
+STEM_BLOCK = 2
 
 
 class ExportError(TcdcnError, RuntimeError):
@@ -210,7 +213,8 @@ def calibration_crops(
 
 
 def _float_only_nodes(onnx_model: Any) -> list[str]:
-    """Nodes kept float: everything before the first Conv (standardisation) and the two heads."""
+    """Nodes kept float: everything before the first Conv (standardisation, the stem's space-to-depth),
+    the two heads and what follows them (the landmark head's reshape to points)."""
     nodes = list(onnx_model.graph.node)
     keep: list[str] = []
     for node in nodes:
@@ -220,8 +224,115 @@ def _float_only_nodes(onnx_model: Any) -> list[str]:
     # The heads are the Gemm/MatMul nodes that produce (or feed only) the graph outputs' chain: the
     # last two linear layers of the graph.
     linear = [n for n in nodes if n.op_type in ("Gemm", "MatMul")]
-    keep += [n.name for n in linear[-2:]]
+    heads = linear[-2:]
+    keep += [n.name for n in heads]
+    if heads:
+        keep += [n.name for n in nodes[nodes.index(heads[0]) + 1:] if n not in heads]
     return keep
+
+
+def space_to_depth_stem(onnx_model: Any) -> bool:
+    """Rewrite the first layer for int8 speed, in place; the function it computes is unchanged.
+
+    The first convolution sees one grey channel, and onnxruntime's int8 convolution gathers its input
+    patches (im2col) one channel-run at a time: with a single channel that is one byte per copy, and the
+    layer with a twelfth of the network's multiply-adds took as long as the second convolution. So
+
+        Conv(1 -> C, k x k) -> Relu -> MaxPool(2x2, stride 2)
+
+    becomes
+
+        SpaceToDepth(2) -> Conv(4 -> 4C, (k//2 + 1)^2) -> Relu -> Reshape(N, C, 4, H, W) -> ReduceMax(axis 2)
+
+    The 2x2 pixel blocks become 4 channels; for each of the 4 positions ("phases") of an output pixel in
+    its pooling window, the new convolution holds the old k x k filter at that offset inside a
+    (k+1) x (k+1) window of the original image (zeros elsewhere); channel 4c + phase is filter c at that
+    phase, and the max over the 4 phases is the 2x2 max-pool (ReLU and max commute). It is the same
+    function (float results agree to round-off; tested) with 1.4x the multiply-adds but four times
+    the bytes per patch copy.
+
+    Returns False and leaves the graph alone unless the graph has exactly that pattern (single-channel
+    input of even side, stride 1, no padding or dilation, one group, a pool of 2 with stride 2).
+    """
+    from onnx import helper, numpy_helper
+
+    graph = onnx_model.graph
+    nodes = list(graph.node)
+    conv = next((n for n in nodes if n.op_type == "Conv"), None)
+    if conv is None or len(conv.input) < 3:
+        return False
+    consumers = {name: [n for n in nodes if name in n.input] for name in (conv.output[0],)}
+    relu = consumers[conv.output[0]]
+    if len(relu) != 1 or relu[0].op_type != "Relu":
+        return False
+    relu = relu[0]
+    pool = [n for n in nodes if relu.output[0] in n.input]
+    if len(pool) != 1 or pool[0].op_type != "MaxPool":
+        return False
+    pool = pool[0]
+    inits = {t.name: t for t in graph.initializer}
+    if conv.input[1] not in inits or conv.input[2] not in inits:
+        return False
+    weight = numpy_helper.to_array(inits[conv.input[1]])  # (C, 1, k, k)
+    bias = numpy_helper.to_array(inits[conv.input[2]])  # (C,)
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    pool_attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    channels, in_channels, k, k_w = weight.shape
+    side = dims[-1] if len(dims) == 4 else 0
+    plain = (in_channels == 1 and k == k_w and attrs.get("group", 1) == 1
+             and all(v == 1 for v in attrs.get("strides", [1, 1]) + attrs.get("dilations", [1, 1]))
+             and not any(attrs.get("pads", [0] * 4)) and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
+    pooled = (list(pool_attrs.get("kernel_shape", [])) == [STEM_BLOCK] * 2
+              and list(pool_attrs.get("strides", [])) == [STEM_BLOCK] * 2
+              and not any(pool_attrs.get("pads", [0] * 4)) and not pool_attrs.get("ceil_mode", 0)
+              and len(pool.output) == 1)
+    if not (plain and pooled and side > 0 and dims[-2] == side and side % STEM_BLOCK == 0):
+        return False
+
+    b = STEM_BLOCK
+    k_s2d = k // b + 1  # the (k+1)-pixel window of a pooling block's k x k filters, in blocks
+    out_side = side // b - k_s2d + 1  # == floor((side - k + 1) / 2), the pooled side
+    phases = b * b
+    stem_weight = np.zeros((channels, phases, phases, k_s2d, k_s2d), dtype=weight.dtype)  # (C, phase, in, kh, kw)
+    for a in range(b):  # the output pixel's row offset inside its pooling window
+        for c in range(b):  # ... and column offset
+            for u in range(k):
+                for v in range(k):
+                    # Image row 2i + a + u lies in block row i + (a + u) // 2, at row (a + u) % 2 inside
+                    # the block; SpaceToDepth puts block-row r, block-column s in channel 2r + s.
+                    row, col = a + u, c + v
+                    stem_weight[:, b * a + c, b * (row % b) + col % b, row // b, col // b] = weight[:, 0, u, v]
+    stem_weight = stem_weight.reshape(channels * phases, phases, k_s2d, k_s2d)  # (4C, 4, k', k')
+    stem_bias = np.repeat(bias, phases)  # (4C,): channel 4c + phase
+
+    name = conv.name or "stem"
+    s2d_out, conv_out, relu_out, shaped = (f"{name}_s2d", f"{name}_phases", f"{name}_phases_relu",
+                                           f"{name}_phases_5d")
+    shape_name, weight_name, bias_name = f"{name}_phase_shape", f"{name}_s2d_weight", f"{name}_s2d_bias"
+    graph.initializer.extend([
+        numpy_helper.from_array(stem_weight, weight_name), numpy_helper.from_array(stem_bias, bias_name),
+        numpy_helper.from_array(np.array([0, channels, phases, out_side, out_side], dtype=np.int64), shape_name),
+    ])
+    new_nodes = [
+        helper.make_node("SpaceToDepth", [conv.input[0]], [s2d_out], name=f"{name}_SpaceToDepth", blocksize=b),
+        helper.make_node("Conv", [s2d_out, weight_name, bias_name], [conv_out], name=f"{name}_phases",
+                         kernel_shape=[k_s2d, k_s2d]),
+        helper.make_node("Relu", [conv_out], [relu_out], name=f"{name}_phases_relu"),
+        helper.make_node("Reshape", [relu_out, shape_name], [shaped], name=f"{name}_phases_reshape"),
+        helper.make_node("ReduceMax", [shaped], [pool.output[0]], name=f"{name}_phase_max", axes=[2],
+                         keepdims=0),
+    ]
+    position = nodes.index(conv)
+    for old in (conv, relu, pool):
+        graph.node.remove(old)
+    for offset, node in enumerate(new_nodes):
+        graph.node.insert(position + offset, node)
+    for old_name in (conv.input[1], conv.input[2]):
+        if not any(old_name in n.input for n in graph.node):
+            graph.initializer.remove(inits[old_name])
+    del graph.value_info[:]  # shapes inferred before the rewrite; the quantiser's pre-processing redoes them
+    return True
 
 
 def quantize_int8(
@@ -231,12 +342,15 @@ def quantize_int8(
     per_channel: bool = True,
     quantise_heads: bool = False,
     quant_format: str = "qdq",
+    stem: str = "",
 ) -> Path:
     """Static int8 quantisation of an exported float graph, calibrated on ``calibration`` crops.
 
     ``calibration``: (N, 1, S, S) float32 raw crops of training faces (``calibration_crops``).
-    ``quant_format``: "qdq" (default) or "qoperator". Metadata is carried over, with ``quantization``
-    added.
+    ``quant_format``: "qdq" (default) or "qoperator". ``stem``: "space_to_depth" rewrites the first layer by
+    ``space_to_depth_stem`` before quantising, "plain" keeps the exported graph; by default the former
+    for QDQ and the latter for QOperator (whose quantiser has no uint8 ReduceMax, so the phase max would
+    run through float). Metadata is carried over, with ``quantization`` added.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -247,13 +361,19 @@ def quantize_int8(
         raise ExportError(f"quant_format must be one of {sorted(formats)}, got {quant_format!r}")
     source = Path(float_onnx)
     target = Path(out_path)
+    stem = stem or ("space_to_depth" if quant_format == "qdq" else "plain")
+    if stem not in ("space_to_depth", "plain"):
+        raise ExportError(f"stem must be space_to_depth or plain, got {stem!r}")
     float_graph = onnx.load(str(source))
     metadata = {p.key: p.value for p in float_graph.metadata_props}
+    rewritten = stem == "space_to_depth" and space_to_depth_stem(float_graph)
     excluded = [] if quantise_heads else _float_only_nodes(float_graph)
     with tempfile.TemporaryDirectory() as tmpdir:
         prepared = Path(tmpdir) / "prepared.onnx"
         quantised = Path(tmpdir) / "int8.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        rewritten_file = Path(tmpdir) / "stem.onnx"
+        onnx.save(float_graph, str(rewritten_file))
+        quant_pre_process(str(rewritten_file), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(quantised), CropCalibrationReader(calibration),
             quant_format=formats[quant_format], op_types_to_quantize=list(QUANTISED_OPS),
@@ -264,6 +384,7 @@ def quantize_int8(
     _set_metadata(graph, {**metadata, "quantization": json.dumps({
         "format": quant_format, "weights": "int8", "activations": "uint8", "per_channel": per_channel,
         "calibration_faces": int(len(calibration)), "float_nodes": excluded,
+        "stem": "space_to_depth" if rewritten else "plain",
     })})
     try:
         _atomic_write_bytes(graph.SerializeToString(), target)
