@@ -168,7 +168,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="timed passes over all faces, per backend and batch size (the best is reported)")
     p.add_argument("--no-mirror-rows", dest="mirror_rows", action="store_false",
                    help="skip the mirror-averaged rows")
-    p.add_argument("--int8-formats", default="qdq,qoperator", help="int8 variants to build and time")
+    p.add_argument("--int8-formats", default="qdq,qdq-plain,qoperator",
+                   help="int8 variants to build and time: qdq, qdq-plain (no space-to-depth stem), qoperator")
     p.add_argument("--torch-variants", default="eager,jit", help="eager, jit (traced+frozen), channels_last")
     p.add_argument("--pipeline-images", type=int, default=300, help="images for the full-pipeline timing")
     p.add_argument("--no-dlib", action="store_true")
@@ -257,9 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         float_file = export_onnx(torch_model, Path(tmpdir) / "float.onnx")
         onnx_files = {"tcdcn onnxruntime float32": float_file}
         calib = calibration_crops(args.train, args.calibration_faces, torch_model.input_size)
-        for fmt in [f for f in args.int8_formats.split(",") if f]:
-            onnx_files[f"tcdcn onnxruntime int8 ({fmt})"] = quantize_int8(
-                float_file, Path(tmpdir) / f"int8-{fmt}.onnx", calib, quant_format=fmt)
+        for variant in [f for f in args.int8_formats.split(",") if f]:
+            # "qdq" and "qoperator" with their default first layer; "qdq-plain": QDQ without the
+            # space-to-depth stem (tcdcn.export.space_to_depth_stem), to show what the stem buys.
+            fmt, _, plain = variant.partition("-")
+            label = {"qdq": "qdq, space-to-depth stem"}.get(variant, variant)
+            onnx_files[f"tcdcn onnxruntime int8 ({label})"] = quantize_int8(
+                float_file, Path(tmpdir) / f"int8-{variant}.onnx", calib, quant_format=fmt,
+                stem="plain" if plain else "")
         sizes = {name: path.stat().st_size for name, path in onnx_files.items()}
         for name, path in onnx_files.items():
             single = OnnxLandmarkModel(path, threads=1)
