@@ -11,8 +11,9 @@ per-channel int8 weights and uint8 activations, calibrated on crops of MTFL *tra
 trunk (convolutions, ReLUs, max-pools, flatten) and the shared fully connected layer are quantised; the
 in-graph standardisation (one LayerNormalization node) and the two small heads stay float, because
 they cost almost nothing and quantising them is what loses the landmark accuracy (the heads map 256
-features to sub-pixel coordinates). The bench (bench/speed.py) reports the measured accuracy and speed
-of both formats.
+features to sub-pixel coordinates). For QDQ the first layer is first rewritten into the same function
+in a shape onnxruntime's int8 convolution runs faster (``space_to_depth_stem``). The bench
+(bench/speed.py) reports the measured accuracy and speed of both formats, with and without that stem.
 """
 
 from __future__ import annotations
