@@ -15,3 +15,4 @@ rm -f "$OUT/aflw-mtfl-5pt-image-flip.json"  # the default now (older runs wrote 
 for box in gt detect; do
     $T evaluate --model mtfl-5pt --data ../shared/data/300w --box $box --json > "$OUT/300w-all-mtfl-5pt-$box.json"
 done
+.venv/bin/python bench/error_analysis.py > "$OUT/aflw-mtfl-5pt-error-analysis.json"  # by pose; the AFLW label offset
