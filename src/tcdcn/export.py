@@ -262,15 +262,14 @@ def space_to_depth_stem(onnx_model: Any) -> bool:
     conv = next((n for n in nodes if n.op_type == "Conv"), None)
     if conv is None or len(conv.input) < 3:
         return False
-    consumers = {name: [n for n in nodes if name in n.input] for name in (conv.output[0],)}
-    relu = consumers[conv.output[0]]
-    if len(relu) != 1 or relu[0].op_type != "Relu":
+    def only_consumer(tensor: str, op_type: str) -> Any:
+        users = [n for n in nodes if tensor in n.input]
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    relu = only_consumer(conv.output[0], "Relu")
+    pool = None if relu is None else only_consumer(relu.output[0], "MaxPool")
+    if relu is None or pool is None:
         return False
-    relu = relu[0]
-    pool = [n for n in nodes if relu.output[0] in n.input]
-    if len(pool) != 1 or pool[0].op_type != "MaxPool":
-        return False
-    pool = pool[0]
     inits = {t.name: t for t in graph.initializer}
     if conv.input[1] not in inits or conv.input[2] not in inits:
         return False
