@@ -262,6 +262,7 @@ def space_to_depth_stem(onnx_model: Any) -> bool:
     conv = next((n for n in nodes if n.op_type == "Conv"), None)
     if conv is None or len(conv.input) < 3:
         return False
+
     def only_consumer(tensor: str, op_type: str) -> Any:
         users = [n for n in nodes if tensor in n.input]
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
