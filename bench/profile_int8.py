@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tcdcn.export import calibration_crops, export_onnx, quantize_int8
+from tcdcn.export import DEFAULT_CALIBRATION_FACES, calibration_crops, export_onnx, quantize_int8
 from tcdcn.inference import LandmarkModel
 
 DEFAULT_TRAIN = Path("../shared/data/mtfl/training.txt")
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=1000)
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
-    calib = calibration_crops(args.train, 500, model.input_size)
+    calib = calibration_crops(args.train, DEFAULT_CALIBRATION_FACES, model.input_size)
     with tempfile.TemporaryDirectory() as tmpdir:
         float_file = export_onnx(model, Path(tmpdir) / "float.onnx")
         for stem in ("space_to_depth", "plain"):

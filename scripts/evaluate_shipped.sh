@@ -16,3 +16,5 @@ for box in gt detect; do
     $T evaluate --model mtfl-5pt --data ../shared/data/300w --box $box --json > "$OUT/300w-all-mtfl-5pt-$box.json"
 done
 .venv/bin/python bench/error_analysis.py > "$OUT/aflw-mtfl-5pt-error-analysis.json"  # by pose; the AFLW label offset
+.venv/bin/python bench/error_analysis.py --validation configs/mtfl-5pt.yaml --box gt > "$OUT/val-mtfl-5pt-error-analysis.json"
+.venv/bin/python bench/error_analysis.py --data ../shared/data/300w --box gt --no-flip > "$OUT/300w-mtfl-5pt-error-analysis.json"

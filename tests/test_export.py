@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,10 +36,12 @@ TEST_FACES = 64
 CALIBRATION_FACES = 64
 
 
-def random_model(seed: int = 0) -> LandmarkModel:
-    """A freshly initialised network with non-zero heads (the landmark head starts at zero)."""
+def random_model(seed: int = 0, **model_fields: Any) -> LandmarkModel:
+    """A freshly initialised network with non-zero heads (the landmark head starts at zero);
+    ``model_fields`` override the default ``ModelConfig``."""
     torch.manual_seed(seed)
     cfg = Config()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_fields))
     network = TCDCN(cfg.model, len(tasks_by_name(TASKS)))
     with torch.no_grad():
         network.landmark_head.weight.normal_(0.0, 0.05)
@@ -259,14 +263,7 @@ def test_space_to_depth_stem_computes_the_same_function(first_kernel, test_crops
 
     from tcdcn.export import space_to_depth_stem
 
-    torch.manual_seed(first_kernel)
-    cfg = Config()
-    cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__,
-                                                                    "kernels": (first_kernel, 5, 3, 3)})})
-    network = TCDCN(cfg.model, len(tasks_by_name(TASKS))).eval()
-    with torch.no_grad():
-        network.landmark_head.weight.normal_(0.0, 0.05)
-    model = LandmarkModel(network, cfg, get_scheme("mtfl-5"), TASKS, source="random-init")
+    model = random_model(seed=first_kernel, kernels=(first_kernel, 5, 3, 3))
     graph = onnx.load(str(export_onnx(model, tmp_path / "float.onnx")))
     reference = _run_graph(graph, test_crops)
     assert space_to_depth_stem(graph)
@@ -274,7 +271,7 @@ def test_space_to_depth_stem_computes_the_same_function(first_kernel, test_crops
     assert ops.count("SpaceToDepth") == 1 and ops.count("MaxPool") == 2 and ops.count("ReduceMax") == 1
     first_conv = next(n for n in graph.graph.node if n.op_type == "Conv")
     weight = next(t for t in graph.graph.initializer if t.name == first_conv.input[1])
-    assert list(weight.dims) == [4 * cfg.model.channels[0], 4, first_kernel // 2 + 1, first_kernel // 2 + 1]
+    assert list(weight.dims) == [4 * model.cfg.model.channels[0], 4, first_kernel // 2 + 1, first_kernel // 2 + 1]
     for before, after in zip(reference, _run_graph(graph, test_crops)):
         np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
 
@@ -285,9 +282,7 @@ def test_space_to_depth_stem_leaves_other_graphs_alone(tmp_path) -> None:
     from tcdcn.export import space_to_depth_stem
 
     # An odd input side: its 2x2 blocks do not tile the crop, so the stem does not apply.
-    cfg = Config()
-    cfg = type(cfg)(**{**cfg.__dict__, "model": type(cfg.model)(**{**cfg.model.__dict__, "input_size": 61})})
-    model = LandmarkModel(TCDCN(cfg.model, len(tasks_by_name(TASKS))).eval(), cfg, get_scheme("mtfl-5"), TASKS)
+    model = random_model(input_size=61)
     graph = onnx.load(str(export_onnx(model, tmp_path / "odd.onnx")))
     before = graph.SerializeToString()
     assert not space_to_depth_stem(graph)

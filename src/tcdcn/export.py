@@ -213,9 +213,10 @@ def calibration_crops(
     return dataset.batch(range(len(dataset)))["images"].numpy()  # (count, 1, S, S)
 
 
-def _float_only_nodes(onnx_model: Any) -> list[str]:
+def _float_only_nodes(onnx_model: Any, include_heads: bool = True) -> list[str]:
     """Nodes kept float: everything before the first Conv (standardisation, the stem's space-to-depth),
-    the two heads and what follows them (the landmark head's reshape to points)."""
+    the two heads unless ``include_heads`` is False, and what follows them (the landmark head's reshape
+    to points: Reshape is a quantised op type for the stem's sake, the graph's outputs stay float)."""
     nodes = list(onnx_model.graph.node)
     keep: list[str] = []
     for node in nodes:
@@ -226,7 +227,8 @@ def _float_only_nodes(onnx_model: Any) -> list[str]:
     # last two linear layers of the graph.
     linear = [n for n in nodes if n.op_type in ("Gemm", "MatMul")]
     heads = linear[-2:]
-    keep += [n.name for n in heads]
+    if include_heads:
+        keep += [n.name for n in heads]
     if heads:
         keep += [n.name for n in nodes[nodes.index(heads[0]) + 1:] if n not in heads]
     return keep
@@ -368,7 +370,7 @@ def quantize_int8(
     float_graph = onnx.load(str(source))
     metadata = {p.key: p.value for p in float_graph.metadata_props}
     rewritten = stem == "space_to_depth" and space_to_depth_stem(float_graph)
-    excluded = [] if quantise_heads else _float_only_nodes(float_graph)
+    excluded = _float_only_nodes(float_graph, include_heads=not quantise_heads)
     with tempfile.TemporaryDirectory() as tmpdir:
         prepared = Path(tmpdir) / "prepared.onnx"
         quantised = Path(tmpdir) / "int8.onnx"
