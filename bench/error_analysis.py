@@ -24,6 +24,7 @@ from tcdcn.geometry import Box, box_from_landmarks
 from tcdcn.imageio import load_image, to_grey
 from tcdcn.inference import LandmarkModel
 from tcdcn.metrics import failure_rate, per_face_error, point_errors
+from tcdcn.runtime import add_test_time_arguments, apply_test_time_arguments
 
 POSES = ("pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile")
 
@@ -35,12 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--validation", metavar="CONFIG", default="",
                    help="analyse the validation split this config carves from its training data instead of --data")
     p.add_argument("--box", choices=("image", "gt"), default="image")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average with the mirrored crop's prediction (default: the model's choice)")
+    add_test_time_arguments(p)
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
-    if args.flip is not None:
-        model.mirror_average = args.flip
+    apply_test_time_arguments(model, args)
     if args.validation:
         cfg = load_config(args.validation)
         _, faces = split_faces(read_annotations(cfg.data.train), cfg.data)
@@ -58,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     shifted_err = per_face_error(point_errors(pred - mean_shift, target, iod))
     out: dict[str, object] = {
         "n": len(faces),
+        "flip": model.mirror_average,
+        "crops_per_face": max(1, len(model.multi_crop)),
+        "box_refinements": model.box_refinements,
         "nme": float(face_err.mean()),
         "failure_rate": failure_rate(face_err),
         "mean_offset_pixels": [round(float(v), 3) for v in mean_shift],

@@ -84,6 +84,13 @@ def with_mirror(run: RunNetwork) -> RunNetwork:
     return lambda crops: run(with_mirror_images(crops))
 
 
+def with_multi_crop(run: RunNetwork) -> RunNetwork:
+    """``run`` on (B, J, 1, S, S) crops: each face's J box crops and their mirror images in one call."""
+    from tcdcn.runtime import with_mirror_images
+
+    return lambda crops: run(with_mirror_images(crops.reshape(-1, *crops.shape[2:])))
+
+
 def time_throughput(run: RunNetwork, crops: np.ndarray, batch_sizes: list[int], repeats: int) -> dict[str, Any]:
     """Faces per second over all crops for each batch size (best of ``repeats`` passes)."""
     rates: dict[str, float] = {}
@@ -168,6 +175,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="timed passes over all faces, per backend and batch size (the best is reported)")
     p.add_argument("--no-mirror-rows", dest="mirror_rows", action="store_false",
                    help="skip the mirror-averaged rows")
+    p.add_argument("--no-multi-crop-rows", dest="multi_crop_rows", action="store_false",
+                   help="skip the default-inference rows (the model's multi-crop boxes, each mirror-averaged)")
     p.add_argument("--int8-formats", default="qdq,qdq-plain,qoperator",
                    help="int8 variants to build and time: qdq, qdq-plain (no space-to-depth stem), qoperator")
     p.add_argument("--torch-variants", default="eager,jit", help="eager, jit (traced+frozen), channels_last")
@@ -228,20 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # The network rows time and score one pass; mirror-averaged rows (the shipped models' default
     # inference) run each crop with its mirror image in one call.
-    default_mirror = torch_model.mirror_average
-    torch_model.mirror_average = False
+    default_mirror, default_crops = torch_model.mirror_average, torch_model.multi_crop
+    default_refinements = torch_model.box_refinements
+    torch_model.mirror_average, torch_model.multi_crop, torch_model.box_refinements = False, (), 0
     crops, _ = torch_model.crops(greys, boxes)  # (N, 1, S, S), prepared once for every backend
+    multi_crops = np.stack([torch_model.crops(greys, [j.apply(b) for b in boxes])[0]
+                            for j in default_crops], axis=1) if default_crops else crops[:, None]  # (N, J, 1, S, S)
     rows: list[dict[str, Any]] = []
 
     def tcdcn_row(name: str, single: RunNetwork, multi: RunNetwork, predictor: Any,
-                  set_threads: Callable[[int], None] | None = None) -> None:
+                  set_threads: Callable[[int], None] | None = None, face_crops: np.ndarray = crops,
+                  face_batch_sizes: list[int] = batch_sizes) -> None:
         print(f"timing {name} ...", file=sys.stderr)
         if set_threads:
             set_threads(1)
-        lat = time_batch1(single, crops, args.repeats)
+        lat = time_batch1(single, face_crops, args.repeats)
         if set_threads:
             set_threads(args.threads)
-        thr = time_throughput(multi, crops, batch_sizes, args.repeats)
+        thr = time_throughput(multi, face_crops, face_batch_sizes, args.repeats)
         row: dict[str, Any] = {"backend": name, **lat, **thr}
         if predictor is not None:
             pred = predictor.predict(greys, boxes).landmarks
@@ -277,10 +290,22 @@ def main(argv: list[str] | None = None) -> int:
                 mirrored.mirror_average = True
                 tcdcn_row(f"{name}, mirror-averaged (crop + mirror in one call)", with_mirror(single.run_network),
                           with_mirror(multi.run_network), mirrored)
+            if args.multi_crop_rows and default_crops and ("float" in name or "stem" in name):
+                # The shipped default: every box of the multi-crop set and its mirror image, one call per face.
+                default = OnnxLandmarkModel(path, threads=1)
+                default.mirror_average, default.multi_crop = True, default_crops
+                tcdcn_row(f"{name}, default inference ({len(default_crops)} boxes + mirrors, "
+                          f"{2 * len(default_crops)} crops in one call)", with_multi_crop(single.run_network),
+                          with_multi_crop(multi.run_network), default, face_crops=multi_crops,
+                          face_batch_sizes=[b for b in batch_sizes if b <= 64])
         pipeline_onnx = OnnxLandmarkModel(float_file, threads=1)
         pipeline_onnx.mirror_average = torch_model.mirror_average = default_mirror
+        pipeline_onnx.multi_crop = torch_model.multi_crop = default_crops
+        pipeline_onnx.box_refinements = torch_model.box_refinements = default_refinements
         pipeline = time_pipeline(faces[:args.pipeline_images], pipeline_onnx, torch_model)
         pipeline["mirror_average"] = default_mirror
+        pipeline["crops_per_face"] = max(1, len(default_crops))
+        pipeline["box_refinements"] = default_refinements
 
     dlib_note = ""
     dlib_parts = None if args.no_dlib else load_dlib()
@@ -420,15 +445,16 @@ def to_markdown(report: dict[str, Any]) -> str:
               "|---|" + "---|" * len(report["batch_sizes"])]
     for r in report["rows"]:
         if r["by_batch"]:
-            lines.append(f"| {r['backend']} | " + " | ".join(f"{r['by_batch'][str(b)]:,.0f}"
-                                                             for b in report["batch_sizes"]) + " |")
+            rates = [f"{r['by_batch'][str(b)]:,.0f}" if str(b) in r["by_batch"] else "" for b in report["batch_sizes"]]
+            lines.append(f"| {r['backend']} | " + " | ".join(rates) + " |")
     p = report["pipeline"]
     ms = p["ms_per_image"]
     lines += [
         "",
         f"Full pipeline per image, 1 thread ({p['images']} images; detector: {p['detector']}; "
         f"faces found in {p['detected_images']}; landmarks "
-        f"{'mirror-averaged, the model default' if p.get('mirror_average') else 'one pass'}):",
+        f"{'mirror-averaged' if p.get('mirror_average') else 'one pass'}, {p.get('crops_per_face', 1)} "
+        f"box crop(s) per face, {p.get('box_refinements', 0)} box refinement(s): the model default):",
         "",
         "| stage | ms/image |",
         "|---|---|",

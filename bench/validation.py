@@ -1,6 +1,6 @@
 """Score a model on the validation split its config carves from the training data (never the test set).
 
-    python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--flip]
+    python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--flip] [--multi-crop]
 
 The split is the one ``Trainer`` uses (``data.validation_fraction``, ``data.split_seed``); faces are
 framed with the ground-truth box convention, as during training.
@@ -16,22 +16,23 @@ from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluate import evaluate
 from tcdcn.inference import LandmarkModel
+from tcdcn.runtime import add_test_time_arguments, apply_test_time_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/mtfl-5pt.yaml")
     p.add_argument("--model", default="mtfl-5pt")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average with the mirrored crop's prediction (default: the model's choice)")
+    add_test_time_arguments(p)
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     model = LandmarkModel.load(args.model)
-    if args.flip is not None:
-        model.mirror_average = args.flip
+    apply_test_time_arguments(model, args)
     summary = evaluate(model, val_faces, box="gt").summary()
-    summary.update(model=args.model, config=args.config, flip=model.mirror_average)
+    summary.update(model=args.model, config=args.config, flip=model.mirror_average,
+                   crops_per_face=max(1, len(model.multi_crop)),
+                   box_refinements=model.box_refinements)
     print(json.dumps(summary))
     return 0
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Evaluate the shipped models as the README reports them; writes reports/eval/*.json and CED curves.
-# The shipped models run mirror-averaged by default; the *-single rows are one pass (--no-flip).
+# The shipped models run mirror-averaged over a 3x3 grid of moved boxes by default (18 crops per face);
+# the *-mirror rows are the box alone, mirror-averaged (--no-multi-crop); *-single rows one pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=.venv/bin/tcdcn
@@ -10,11 +11,13 @@ MTFL=../shared/data/mtfl/testing.txt
 for box in image gt detect; do
     $T evaluate --model mtfl-5pt --data $MTFL --box $box --json --ced "$OUT/aflw-mtfl-5pt-$box.png" > "$OUT/aflw-mtfl-5pt-$box.json"
 done
-$T evaluate --model mtfl-5pt --data $MTFL --box image --no-flip --json > "$OUT/aflw-mtfl-5pt-image-single.json"
-rm -f "$OUT/aflw-mtfl-5pt-image-flip.json"  # the default now (older runs wrote it)
+$T evaluate --model mtfl-5pt --data $MTFL --box image --no-multi-crop --json > "$OUT/aflw-mtfl-5pt-image-mirror.json"
+$T evaluate --model mtfl-5pt --data $MTFL --box image --no-flip --no-multi-crop --json > "$OUT/aflw-mtfl-5pt-image-single.json"
+rm -f "$OUT/aflw-mtfl-5pt-image-flip.json"  # older runs wrote it
 for box in gt detect; do
     $T evaluate --model mtfl-5pt --data ../shared/data/300w --box $box --json > "$OUT/300w-all-mtfl-5pt-$box.json"
 done
+$T evaluate --model mtfl-5pt --data ../shared/data/300w --box gt --no-multi-crop --json > "$OUT/300w-all-mtfl-5pt-gt-mirror.json"
 .venv/bin/python bench/error_analysis.py > "$OUT/aflw-mtfl-5pt-error-analysis.json"  # by pose; the AFLW label offset
 .venv/bin/python bench/error_analysis.py --validation configs/mtfl-5pt.yaml --box gt > "$OUT/val-mtfl-5pt-error-analysis.json"
-.venv/bin/python bench/error_analysis.py --data ../shared/data/300w --box gt --no-flip > "$OUT/300w-mtfl-5pt-error-analysis.json"
+.venv/bin/python bench/error_analysis.py --data ../shared/data/300w --box gt --no-flip --no-multi-crop > "$OUT/300w-mtfl-5pt-error-analysis.json"

@@ -106,3 +106,23 @@ def test_mirror_averaging_follows_the_model_unless_told(model_file: Path, test_l
     assert runs[()]["nme"] == runs[("--no-flip",)]["nme"] != runs[("--flip",)]["nme"]
     assert main(["-q", "evaluate", "--model", "mtfl-5pt", "--data", str(test_list), "--json", "--no-flip"]) == 0
     assert json.loads(capsys.readouterr().out)["flip"] is False
+
+
+def test_evaluate_cli_says_and_switches_multi_crop(model_file: Path, test_list: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from tcdcn.weights import STANDARD_MULTI_CROP
+
+    runs = {}
+    for model in (str(model_file), "mtfl-5pt"):
+        for flag in ([], ["--multi-crop"], ["--no-multi-crop"]):
+            assert main(["-q", "evaluate", "--model", model, "--data", str(test_list), "--json", *flag]) == 0
+            runs[model, tuple(flag)] = json.loads(capsys.readouterr().out)
+    # Checkpoints and the shipped models run the box alone unless asked (multi-crop is opt-in).
+    for model in (str(model_file), "mtfl-5pt"):
+        assert runs[model, ()]["crops_per_face"] == runs[model, ("--no-multi-crop",)]["crops_per_face"] == 1
+        assert runs[model, ("--multi-crop",)]["crops_per_face"] == len(STANDARD_MULTI_CROP)
+        plain, grid = runs[model, ("--no-multi-crop",)]["nme"], runs[model, ("--multi-crop",)]["nme"]
+        assert runs[model, ()]["nme"] == plain != grid
+    assert main(["-q", "evaluate", "--model", "mtfl-5pt", "--data", str(test_list), "--json",
+                 "--box-refinements", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["box_refinements"] == 2

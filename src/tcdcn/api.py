@@ -27,6 +27,8 @@ class LandmarkBackend(Protocol):
 
     task_names: tuple[str, ...]
     mirror_average: bool
+    multi_crop: tuple[Any, ...]
+    box_refinements: int
 
     @property
     def scheme(self) -> Any: ...
@@ -81,14 +83,19 @@ class LandmarkDetector:
     ``backend``: "auto", "torch" or "onnx". ``face_detector``: any callable ``rgb -> list[Detection]``
     (default: ``tcdcn.detect.FaceDetector()``). ``max_side``: images are decoded with their long side
     bounded by this (memory and time stay bounded on huge photos). ``mirror_average``: also run each
-    face mirrored and average (None: the model's default, on for the shipped models).
+    face mirrored and average (None: the model's default, on for the shipped models). ``multi_crop``:
+    average the predictions of a 3x3 grid of slightly moved face boxes (None: the model's default, off
+    for the shipped models). ``box_refinements``: re-frame each face this many times on the box of its
+    predicted points before the last pass (None: the model's default).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", face_detector: Any = None,
-                 max_side: int = DEFAULT_MAX_SIDE, mirror_average: bool | None = None) -> None:
+                 max_side: int = DEFAULT_MAX_SIDE, mirror_average: bool | None = None,
+                 multi_crop: bool | None = None, box_refinements: int | None = None) -> None:
+        from .runtime import set_test_time_options
+
         self.model = load_backend(model, backend)
-        if mirror_average is not None:
-            self.model.mirror_average = mirror_average
+        set_test_time_options(self.model, mirror_average, multi_crop, box_refinements)
         if face_detector is None:
             from .detect import FaceDetector
 

@@ -38,10 +38,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.formats import read_annotations
     from .evaluate import evaluate
     from .inference import LandmarkModel
+    from .runtime import apply_test_time_arguments
 
     model = LandmarkModel.load(args.model)
-    if args.flip is not None:  # otherwise the model's default (on for the shipped models)
-        model.mirror_average = args.flip
+    # None keeps the model's defaults (mirror-averaging on for the shipped models, multi-crop for mtfl-5pt)
+    apply_test_time_arguments(model, args)
     faces = read_annotations(args.data)
     detector = None
     if args.box == "detect":
@@ -53,6 +54,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     summary = report.summary()
     summary["model"] = args.model
     summary["flip"] = model.mirror_average
+    summary["crops_per_face"] = max(1, len(model.multi_crop))
+    summary["box_refinements"] = model.box_refinements
     summary["data"] = str(args.data)
     if args.ced:
         report.write_ced(args.ced, label=f"{args.model} ({args.box} box)")
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value (repeatable)")
     p.set_defaults(func=_cmd_train)
 
+    from .runtime import add_test_time_arguments
+
     p = sub.add_parser("evaluate", help="score a model on an annotated set (paper protocol)")
     p.add_argument("--model", default="mtfl-5pt", help="shipped model name or checkpoint path")
     p.add_argument("--data", required=True,
@@ -94,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--box", choices=("image", "gt", "detect"), default="image",
                    help="face box: whole image (AFLW test protocol), from ground truth, or face detector")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each face's prediction with its mirrored crop's (one network call on both; "
-                        "default: the model's choice, on for the shipped models, off for checkpoints)")
+    add_test_time_arguments(p)
     p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -47,6 +47,28 @@ class Box:
         return (self.cx - h, self.cy - h, self.cx + h, self.cy + h)
 
 
+@dataclass(frozen=True)
+class CropJitter:
+    """One test-time crop of a face: its box moved by ``(dx, dy)`` times the box side and its side
+    scaled by ``scale``. Averaging the landmarks of several such crops (in image pixels) is
+    multi-crop inference; the network was trained on boxes jittered far more than this."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+
+    def apply(self, box: Box) -> Box:
+        return Box(box.cx + self.dx * box.side, box.cy + self.dy * box.side, box.side * self.scale)
+
+
+def grid_jitters(shift: float) -> tuple[CropJitter, ...]:
+    """The box and its 8 neighbours on a 3x3 grid ``shift`` box sides apart (the box itself first)."""
+    if not 0.0 < shift < 0.5:
+        raise ValueError(f"grid shift must be in (0, 0.5) box sides, got {shift}")
+    steps = (0.0, -shift, shift)
+    return tuple(CropJitter(dx, dy) for dy in steps for dx in steps)
+
+
 def box_from_landmarks(landmarks: np.ndarray, scheme: LandmarkScheme, scale: float = BOX_SCALE) -> Box:
     """The documented face-box convention, from ground-truth landmarks ``(P, 2)``."""
     five = scheme.five_points(np.asarray(landmarks, dtype=np.float64))

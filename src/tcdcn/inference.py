@@ -19,7 +19,7 @@ from .errors import CheckpointError
 from .model import TCDCN
 from .runtime import CropLandmarkModel, Prediction
 from .schemes import LandmarkScheme
-from .weights import default_mirror_average, resolve_weights_file
+from .weights import apply_test_time_defaults, resolve_weights_file
 
 
 class LandmarkModel(CropLandmarkModel):
@@ -41,7 +41,7 @@ class LandmarkModel(CropLandmarkModel):
         network, cfg, scheme, tasks = model_from_state(state, str(name_or_path))
         model = cls(network, cfg, scheme, tasks, str(name_or_path))
         model.landmark_shift = landmark_shift_from_state(state, scheme.num_points)
-        model.mirror_average = default_mirror_average(name_or_path)
+        apply_test_time_defaults(model, name_or_path)
         return model
 
     def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from PIL import Image
 from .api import DEFAULT_MODEL, FaceResult, LandmarkDetector, rescale_face
 from .errors import TcdcnError
 from .imageio import iter_image_paths, iter_video_frames
+from .runtime import add_test_time_arguments
 
 log = logging.getLogger("tcdcn.predict")
 
@@ -39,9 +40,7 @@ def add_command(subparsers: Any) -> None:
     fmt.add_argument("--csv", action="store_true", help="one row per face in OUT/results.csv")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing of video landmarks")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each face with its mirror image (default: the model's choice, on for the "
-                        "shipped models)")
+    add_test_time_arguments(p)
     p.add_argument("--max-side", type=int, default=4096, help="decode images with the long side bounded")
     p.set_defaults(func=run_predict)
 
@@ -107,7 +106,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .draw import draw_faces
 
     detector = LandmarkDetector(args.model, backend=args.backend, max_side=args.max_side,
-                                mirror_average=args.flip)
+                                mirror_average=args.flip, multi_crop=args.multi_crop,
+                                box_refinements=args.box_refinements)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mode = "jsonl" if args.jsonl else "csv" if args.csv else "json"

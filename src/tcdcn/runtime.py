@@ -14,6 +14,7 @@ then loads its shipped ``.onnx`` twin).
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ import numpy as np
 from .attributes import AttributeTask
 from .data.transforms import make_crop
 from .errors import CheckpointError, TcdcnError
-from .geometry import Box, apply_affine, from_normalised, invert_affine
+from .geometry import Box, CropJitter, apply_affine, box_from_landmarks, from_normalised, invert_affine
 from .schemes import LandmarkScheme, get_scheme
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -65,6 +66,10 @@ class CropLandmarkModel:
     task_names: tuple[str, ...]
     input_size: int
     mirror_average: bool = False  # also run each face mirrored and average (test-time flip)
+    multi_crop: tuple[CropJitter, ...] = ()  # test-time crops averaged; empty: the box alone
+    # Re-frame each face this many times on the convention's box of the previous answer's points, so
+    # that the last pass sees the face framed as in training whatever the given box's error.
+    box_refinements: int = 0
     # (P, 2) normalised shift folded into the landmark head after training (tcdcn.calibration), or None.
     # Mirror-averaging must put it back on the mirrored pass, which otherwise applies it mirrored.
     landmark_shift: np.ndarray | None = None
@@ -85,35 +90,66 @@ class CropLandmarkModel:
                 batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction:
         """Landmarks in image pixels and attribute probabilities for one box per image.
 
-        With ``mirror_average`` set, each crop is also run mirrored and the two answers averaged
-        (mirrored points put back through the scheme's flip pairs, left/right tasks swapped back).
+        With ``box_refinements`` K > 0, the box alone is predicted K times, each time re-framed on the
+        box the face-box convention derives from the previous answer's points, before the last pass
+        (which runs ``multi_crop`` when set). With ``multi_crop`` set, each face is cropped once per
+        ``CropJitter`` of its box and the landmarks (mapped back to image pixels) and attribute logits
+        averaged over the crops. With
+        ``mirror_average`` set, each crop is also run mirrored and the two answers averaged (mirrored
+        points put back through the scheme's flip pairs, left/right tasks swapped back). All crops of a
+        batch go through the network in one call; ``batch_size`` bounds that call's crop count.
         """
-        n = len(boxes)
-        if n == 0:
+        if len(boxes) == 0:
             return Prediction(np.zeros((0, self.scheme.num_points, 2)), np.zeros((0, len(self.task_names))))
+        for _ in range(self.box_refinements):
+            previous = self._predict_crops(grey_images, boxes, (CropJitter(),), batch_size)
+            boxes = [self._refined_box(points, box) for points, box in zip(previous.landmarks, boxes)]
+        return self._predict_crops(grey_images, boxes, self.multi_crop or (CropJitter(),), batch_size)
+
+    def _refined_box(self, points: np.ndarray, box: Box) -> Box:
+        """The convention's box of predicted ``points`` (P, 2); ``box`` if they are degenerate."""
+        try:
+            return box_from_landmarks(points, self.scheme)
+        except ValueError:
+            return box
+
+    def _predict_crops(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box],
+                       jitters: tuple[CropJitter, ...], batch_size: int) -> Prediction:
+        """One pass over ``boxes``, each cropped once per jitter (and mirrored when set), averaged."""
+        n = len(boxes)
+        faces_per_call = max(1, batch_size // (len(jitters) * (2 if self.mirror_average else 1)))
         out_landmarks, out_probabilities = [], []
-        for start in range(0, n, batch_size):
-            part = slice(start, start + batch_size)
-            crops, inverses = self.crops(grey_images[part], boxes[part])
-            if self.mirror_average:
-                # One network call on the crops and their mirror images (cheaper than two calls).
-                both, both_logits = self.run_network(with_mirror_images(crops))  # (2b, P, 2)
-                normalised, mirrored = both[:len(crops)], both[len(crops):]
-                logits, mirrored_logits = both_logits[:len(crops)], both_logits[len(crops):]
-                unmirrored = mirrored[:, self.scheme.flip_index] * np.array([-1.0, 1.0], np.float32)
-                if self.landmark_shift is not None:
-                    # The mirrored pass carries shift b of the mirror partner, reflected: (-b_f.x, b_f.y);
-                    # replace it with b so both passes estimate the same calibrated points.
-                    partner = self.landmark_shift[self.scheme.flip_index]  # (P, 2)
-                    unmirrored = unmirrored + self.landmark_shift + partner * np.array([1.0, -1.0])
-                normalised = (normalised + unmirrored) / 2
-                logits = (logits + mirrored_logits[:, self._task_flip_index()]) / 2
-            else:
-                normalised, logits = self.run_network(crops)
-            crop_px = from_normalised(normalised, self.input_size)  # (b, P, 2)
-            out_landmarks.append(np.stack([apply_affine(m, p) for m, p in zip(inverses, crop_px)]))
+        for start in range(0, n, faces_per_call):
+            part = slice(start, start + faces_per_call)
+            crops, inverses = [], []
+            for jitter in jitters:
+                jitter_crops, jitter_inverses = self.crops(grey_images[part], [jitter.apply(b) for b in boxes[part]])
+                crops.append(jitter_crops)
+                inverses.append(jitter_inverses)
+            normalised, logits = self._run_crops(np.concatenate(crops))  # (J*b, P, 2), (J*b, T)
+            crop_px = from_normalised(normalised, self.input_size)  # (J*b, P, 2)
+            image_px = np.stack([apply_affine(m, p) for m, p in zip(np.concatenate(inverses), crop_px)])
+            b = len(crops[0])
+            out_landmarks.append(image_px.reshape(len(jitters), b, *image_px.shape[1:]).mean(axis=0))  # (b, P, 2)
+            logits = logits.reshape(len(jitters), b, -1).mean(axis=0)  # (b, T)
             out_probabilities.append(1.0 / (1.0 + np.exp(-logits)))
         return Prediction(np.concatenate(out_landmarks), np.concatenate(out_probabilities))
+
+    def _run_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,1,S,S) crops -> normalised landmarks (N,P,2) and logits (N,T), mirror-averaged when set."""
+        if not self.mirror_average:
+            return self.run_network(crops)
+        # One network call on the crops and their mirror images (cheaper than two calls).
+        both, both_logits = self.run_network(with_mirror_images(crops))  # (2N, P, 2)
+        normalised, mirrored = both[:len(crops)], both[len(crops):]
+        logits, mirrored_logits = both_logits[:len(crops)], both_logits[len(crops):]
+        unmirrored = mirrored[:, self.scheme.flip_index] * np.array([-1.0, 1.0], np.float32)
+        if self.landmark_shift is not None:
+            # The mirrored pass carries shift b of the mirror partner, reflected: (-b_f.x, b_f.y);
+            # replace it with b so both passes estimate the same calibrated points.
+            partner = self.landmark_shift[self.scheme.flip_index]  # (P, 2)
+            unmirrored = unmirrored + self.landmark_shift + partner * np.array([1.0, -1.0])
+        return (normalised + unmirrored) / 2, (logits + mirrored_logits[:, self._task_flip_index()]) / 2
 
     def _task_flip_index(self) -> list[int]:
         from .attributes import ALL_TASKS, flip_permutation
@@ -180,6 +216,42 @@ class OnnxLandmarkModel(CropLandmarkModel):
         return landmarks, logits
 
 
+def set_test_time_options(model: CropLandmarkModel, mirror_average: bool | None = None,
+                          multi_crop: bool | None = None, box_refinements: int | None = None) -> None:
+    """Override a model's test-time defaults (None keeps them). ``multi_crop=True`` keeps the model's
+    crops, or gives it the standard grid (``weights.STANDARD_MULTI_CROP``) when it has none; False
+    runs the box alone."""
+    from .weights import STANDARD_MULTI_CROP
+
+    if box_refinements is not None:
+        if box_refinements < 0:
+            raise ValueError(f"box_refinements must be >= 0, got {box_refinements}")
+        model.box_refinements = box_refinements
+    if mirror_average is not None:
+        model.mirror_average = mirror_average
+    if multi_crop is not None:
+        model.multi_crop = (model.multi_crop or STANDARD_MULTI_CROP) if multi_crop else ()
+
+
+def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line switches of ``set_test_time_options`` (``--flip``, ``--multi-crop``,
+    ``--box-refinements``); each left unset keeps the model's default."""
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="average each face with its mirror image, one network call on both (default: the "
+                             "model's choice, on for the shipped models, off for checkpoints and exported files)")
+    parser.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the predictions of a 3x3 grid of slightly moved face boxes (default: the "
+                             "model's choice, off for the shipped models)")
+    parser.add_argument("--box-refinements", type=int, default=None, metavar="K",
+                        help="re-frame each face K times on the box of its predicted points before the last "
+                             "pass (default: the model's choice)")
+
+
+def apply_test_time_arguments(model: CropLandmarkModel, args: argparse.Namespace) -> None:
+    """``set_test_time_options`` from the switches ``add_test_time_arguments`` added."""
+    set_test_time_options(model, args.flip, args.multi_crop, args.box_refinements)
+
+
 def with_mirror_images(crops: np.ndarray) -> np.ndarray:
     """(N, 1, S, S) crops -> (2N, 1, S, S): the crops, then their mirror images (one network batch)."""
     return np.concatenate([crops, crops[..., ::-1]])
@@ -227,10 +299,10 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
         return LandmarkModel.load(text)
     shipped = shipped_onnx_file(text)
     if shipped is not None:
-        from .weights import default_mirror_average
+        from .weights import apply_test_time_defaults
 
         model = OnnxLandmarkModel(shipped, threads=threads, source=text)
-        model.mirror_average = default_mirror_average(text)
+        apply_test_time_defaults(model, text)
         return model
     if not has_torch:
         raise BackendError(f"{text}: a torch checkpoint needs torch; without it, pass an .onnx file "

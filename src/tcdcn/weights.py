@@ -8,8 +8,10 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from .errors import CheckpointError
+from .geometry import CropJitter, grid_jitters
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,21 @@ class ModelWeights:
     # Test-time mirroring on by default: each face is also run mirrored and the answers averaged (one
     # network call on both crops). Chosen on the validation split; callers can switch it off.
     mirror_average: bool = False
+    # Test-time crops (tcdcn.geometry.CropJitter) averaged by default; empty: the box alone. Chosen on
+    # the validation split; callers can switch it off.
+    multi_crop: tuple[CropJitter, ...] = ()
+    # Re-framings of each face on the convention's box of the previous answer's points before the last
+    # pass (tcdcn.runtime.CropLandmarkModel.predict). Chosen on validation with detector boxes.
+    box_refinements: int = 0
 
     def path(self) -> Path:
         return Path(str(resources.files("tcdcn") / "weights" / self.file))
+
+
+# The multi-crop grid chosen on the MTFL validation split with ground-truth boxes (bench/multi_crop.py): the
+# box and its 8 neighbours 0.04 box sides away. Opt-in (``--multi-crop``): it helps only when the box is
+# accurately centred on the convention (bench/inference_modes.py), so no shipped model runs it by default.
+STANDARD_MULTI_CROP = grid_jitters(0.04)
 
 
 def _preprocess(size: int) -> str:
@@ -94,11 +108,13 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def default_mirror_average(name_or_path: str | Path) -> bool:
-    """Whether a model runs mirror-averaged unless told otherwise: its record's choice for a shipped
-    name, off for any file."""
+def apply_test_time_defaults(model: Any, name_or_path: str | Path) -> None:
+    """Set a loaded model's test-time options (``mirror_average``, ``multi_crop``, ``box_refinements``)
+    to its record's for a shipped name; any file runs one pass on the box alone."""
     record = SHIPPED.get(str(name_or_path))
-    return bool(record and record.mirror_average)
+    model.mirror_average = bool(record and record.mirror_average)
+    model.multi_crop = record.multi_crop if record else ()
+    model.box_refinements = record.box_refinements if record else 0
 
 
 def resolve_weights_file(name_or_path: str) -> Path:
