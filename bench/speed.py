@@ -84,11 +84,9 @@ def with_mirror(run: RunNetwork) -> RunNetwork:
     return lambda crops: run(with_mirror_images(crops))
 
 
-def with_multi_crop(run: RunNetwork) -> RunNetwork:
-    """``run`` on (B, J, 1, S, S) crops: each face's J box crops and their mirror images in one call."""
-    from tcdcn.runtime import with_mirror_images
-
-    return lambda crops: run(with_mirror_images(crops.reshape(-1, *crops.shape[2:])))
+def predicting(model: Any, greys: list[np.ndarray], boxes: list[Any]) -> RunNetwork:
+    """A runner over face indices (an (B,) array): ``model.predict`` on those faces, crops made in the call."""
+    return lambda ids: model.predict([greys[k] for k in ids], [boxes[k] for k in ids])
 
 
 def time_throughput(run: RunNetwork, crops: np.ndarray, batch_sizes: list[int], repeats: int) -> dict[str, Any]:
@@ -175,8 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="timed passes over all faces, per backend and batch size (the best is reported)")
     p.add_argument("--no-mirror-rows", dest="mirror_rows", action="store_false",
                    help="skip the mirror-averaged rows")
-    p.add_argument("--no-multi-crop-rows", dest="multi_crop_rows", action="store_false",
-                   help="skip the default-inference rows (the model's multi-crop boxes, each mirror-averaged)")
+    p.add_argument("--no-default-rows", dest="default_rows", action="store_false",
+                   help="skip the default-inference rows (predict with the model's test-time options)")
     p.add_argument("--int8-formats", default="qdq,qdq-plain,qoperator",
                    help="int8 variants to build and time: qdq, qdq-plain (no space-to-depth stem), qoperator")
     p.add_argument("--torch-variants", default="eager,jit", help="eager, jit (traced+frozen), channels_last")
@@ -241,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     default_refinements = torch_model.box_refinements
     torch_model.mirror_average, torch_model.multi_crop, torch_model.box_refinements = False, (), 0
     crops, _ = torch_model.crops(greys, boxes)  # (N, 1, S, S), prepared once for every backend
-    multi_crops = np.stack([torch_model.crops(greys, [j.apply(b) for b in boxes])[0]
-                            for j in default_crops], axis=1) if default_crops else crops[:, None]  # (N, J, 1, S, S)
+    face_ids = np.arange(len(faces))
     rows: list[dict[str, Any]] = []
 
     def tcdcn_row(name: str, single: RunNetwork, multi: RunNetwork, predictor: Any,
@@ -290,14 +287,19 @@ def main(argv: list[str] | None = None) -> int:
                 mirrored.mirror_average = True
                 tcdcn_row(f"{name}, mirror-averaged (crop + mirror in one call)", with_mirror(single.run_network),
                           with_mirror(multi.run_network), mirrored)
-            if args.multi_crop_rows and default_crops and ("float" in name or "stem" in name):
-                # The shipped default: every box of the multi-crop set and its mirror image, one call per face.
+            if args.default_rows and (default_crops or default_refinements) and ("float" in name or "stem" in name):
+                # The shipped default through predict (crops made in the call): the box refined on the first
+                # answer's points, then every box of the multi-crop set, each with its mirror image.
                 default = OnnxLandmarkModel(path, threads=1)
-                default.mirror_average, default.multi_crop = True, default_crops
-                tcdcn_row(f"{name}, default inference ({len(default_crops)} boxes + mirrors, "
-                          f"{2 * len(default_crops)} crops in one call)", with_multi_crop(single.run_network),
-                          with_multi_crop(multi.run_network), default, face_crops=multi_crops,
-                          face_batch_sizes=[b for b in batch_sizes if b <= 64])
+                default_multi = OnnxLandmarkModel(path, threads=args.threads)
+                for m in (default, default_multi):
+                    m.mirror_average, m.multi_crop = default_mirror, default_crops
+                    m.box_refinements = default_refinements
+                passes = (default_refinements + max(1, len(default_crops))) * (2 if default_mirror else 1)
+                tcdcn_row(f"{name}, default inference through predict ({default_refinements} box refinement(s), "
+                          f"{max(1, len(default_crops))} boxes, mirrored: {passes} crops per face)",
+                          predicting(default, greys, boxes), predicting(default_multi, greys, boxes), default,
+                          face_crops=face_ids, face_batch_sizes=[b for b in batch_sizes if b <= 64])
         pipeline_onnx = OnnxLandmarkModel(float_file, threads=1)
         pipeline_onnx.mirror_average = torch_model.mirror_average = default_mirror
         pipeline_onnx.multi_crop = torch_model.multi_crop = default_crops

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
 # Evaluate the shipped models as the README reports them; writes reports/eval/*.json and CED curves.
-# The shipped models run mirror-averaged over a 3x3 grid of moved boxes by default (18 crops per face);
-# the *-mirror rows are the box alone, mirror-averaged (--no-multi-crop); *-single rows one pass.
+# The shipped models' default inference: one box refinement, then a 3x3 grid of moved boxes, every crop
+# mirror-averaged (README, Use). The *-mirror rows run the box alone, mirror-averaged (the default before
+# this); the *-single rows one pass on the box.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=.venv/bin/tcdcn
 OUT=reports/eval
 mkdir -p "$OUT"
 MTFL=../shared/data/mtfl/testing.txt
+BOX_ALONE="--box-refinements 0 --no-multi-crop"
 for box in image gt detect; do
     $T evaluate --model mtfl-5pt --data $MTFL --box $box --json --ced "$OUT/aflw-mtfl-5pt-$box.png" > "$OUT/aflw-mtfl-5pt-$box.json"
 done
-$T evaluate --model mtfl-5pt --data $MTFL --box image --no-multi-crop --json > "$OUT/aflw-mtfl-5pt-image-mirror.json"
-$T evaluate --model mtfl-5pt --data $MTFL --box image --no-flip --no-multi-crop --json > "$OUT/aflw-mtfl-5pt-image-single.json"
+$T evaluate --model mtfl-5pt --data $MTFL --box image $BOX_ALONE --json > "$OUT/aflw-mtfl-5pt-image-mirror.json"
+$T evaluate --model mtfl-5pt --data $MTFL --box image $BOX_ALONE --no-flip --json > "$OUT/aflw-mtfl-5pt-image-single.json"
 rm -f "$OUT/aflw-mtfl-5pt-image-flip.json"  # older runs wrote it
 for box in gt detect; do
     $T evaluate --model mtfl-5pt --data ../shared/data/300w --box $box --json > "$OUT/300w-all-mtfl-5pt-$box.json"
 done
-$T evaluate --model mtfl-5pt --data ../shared/data/300w --box gt --no-multi-crop --json > "$OUT/300w-all-mtfl-5pt-gt-mirror.json"
+$T evaluate --model mtfl-5pt --data ../shared/data/300w --box gt $BOX_ALONE --json > "$OUT/300w-all-mtfl-5pt-gt-mirror.json"
 .venv/bin/python bench/error_analysis.py > "$OUT/aflw-mtfl-5pt-error-analysis.json"  # by pose; the AFLW label offset
 .venv/bin/python bench/error_analysis.py --validation configs/mtfl-5pt.yaml --box gt > "$OUT/val-mtfl-5pt-error-analysis.json"
-.venv/bin/python bench/error_analysis.py --data ../shared/data/300w --box gt --no-flip --no-multi-crop > "$OUT/300w-mtfl-5pt-error-analysis.json"
+.venv/bin/python bench/error_analysis.py --data ../shared/data/300w --box gt $BOX_ALONE --no-flip > "$OUT/300w-mtfl-5pt-error-analysis.json"
