@@ -24,7 +24,7 @@ from tcdcn.geometry import Box, box_from_landmarks
 from tcdcn.imageio import load_image, to_grey
 from tcdcn.inference import LandmarkModel
 from tcdcn.metrics import failure_rate, per_face_error, point_errors
-from tcdcn.runtime import add_test_time_arguments, apply_test_time_arguments
+from tcdcn.runtime import add_test_time_arguments, apply_test_time_arguments, test_time_summary
 
 POSES = ("pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile")
 
@@ -57,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     shifted_err = per_face_error(point_errors(pred - mean_shift, target, iod))
     out: dict[str, object] = {
         "n": len(faces),
-        "flip": model.mirror_average,
-        "crops_per_face": max(1, len(model.multi_crop)),
-        "box_refinements": model.box_refinements,
+        **test_time_summary(model),
         "nme": float(face_err.mean()),
         "failure_rate": failure_rate(face_err),
         "mean_offset_pixels": [round(float(v), 3) for v in mean_shift],

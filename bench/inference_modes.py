@@ -24,7 +24,7 @@ from tcdcn.data.formats import read_annotations
 from tcdcn.evaluate import evaluate
 from tcdcn.geometry import Box
 from tcdcn.inference import LandmarkModel
-from tcdcn.weights import STANDARD_MULTI_CROP
+from tcdcn.runtime import set_test_time_options
 
 # name -> (mirror_average, multi_crop, box_refinements)
 MODES: dict[str, tuple[bool, bool, int]] = {
@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = CachedDetector()
     lines: list[str] = []
     for mode in args.modes.split(","):
-        mirror, multi_crop, refinements = MODES[mode]
-        model.mirror_average, model.box_refinements = mirror, refinements
-        model.multi_crop = STANDARD_MULTI_CROP if multi_crop else ()
+        set_test_time_options(model, *MODES[mode])
         for set_name, faces in sets.items():
             for box in args.boxes.split(","):
                 summary: dict[str, Any] = evaluate(model, faces, box, detector if box == "detect" else None).summary()

@@ -21,18 +21,15 @@ import json
 from inference_modes import held_out_sets, write_lines  # the sibling script (bench/ is on sys.path when run)
 
 from tcdcn.evaluate import evaluate
-from tcdcn.geometry import CropJitter
+from tcdcn.geometry import CropJitter, grid_jitters
 from tcdcn.inference import LandmarkModel
 
 SCALE_SETS = {"1": (1.0,), "0.92-1.08": (0.92, 1.0, 1.08)}
 
 
 def jitter_set(shift: float, pattern: str, scales: tuple[float, ...]) -> tuple[CropJitter, ...]:
-    steps = (0.0, -shift, shift)
-    if pattern == "plus":
-        offsets = [(0.0, 0.0), (-shift, 0.0), (shift, 0.0), (0.0, -shift), (0.0, shift)]
-    else:
-        offsets = [(dx, dy) for dy in steps for dx in steps]
+    grid = grid_jitters(shift)
+    offsets = [(j.dx, j.dy) for j in grid if pattern == "grid" or j.dx == 0.0 or j.dy == 0.0]  # plus: 5 of 9
     return tuple(CropJitter(dx, dy, s) for s in scales for dx, dy in offsets)
 
 

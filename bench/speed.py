@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if torch_model.scheme.num_points != 5:
         print(f"{args.model}: bench compares 5-point models; got {torch_model.scheme.name}", file=sys.stderr)
         return 2
-    # The network rows time and score one pass; mirror-averaged rows (the shipped models' default
-    # inference) run each crop with its mirror image in one call.
+    # The network rows time and score one pass on prepared crops; mirror-averaged rows run each crop with
+    # its mirror image in one call; default-inference rows run predict with the model's test-time options.
     default_mirror, default_crops = torch_model.mirror_average, torch_model.multi_crop
     default_refinements = torch_model.box_refinements
     torch_model.mirror_average, torch_model.multi_crop, torch_model.box_refinements = False, (), 0

@@ -16,7 +16,7 @@ from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluate import evaluate
 from tcdcn.inference import LandmarkModel
-from tcdcn.runtime import add_test_time_arguments, apply_test_time_arguments
+from tcdcn.runtime import add_test_time_arguments, apply_test_time_arguments, test_time_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     model = LandmarkModel.load(args.model)
     apply_test_time_arguments(model, args)
     summary = evaluate(model, val_faces, box="gt").summary()
-    summary.update(model=args.model, config=args.config, flip=model.mirror_average,
-                   crops_per_face=max(1, len(model.multi_crop)),
-                   box_refinements=model.box_refinements)
+    summary.update(model=args.model, config=args.config, **test_time_summary(model))
     print(json.dumps(summary))
     return 0
 

@@ -38,7 +38,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.formats import read_annotations
     from .evaluate import evaluate
     from .inference import LandmarkModel
-    from .runtime import apply_test_time_arguments
+    from .runtime import apply_test_time_arguments, test_time_summary
 
     model = LandmarkModel.load(args.model)
     # None keeps the model's defaults (mirror-averaging on for the shipped models, multi-crop for mtfl-5pt)
@@ -53,9 +53,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(model, faces, args.box, detector)
     summary = report.summary()
     summary["model"] = args.model
-    summary["flip"] = model.mirror_average
-    summary["crops_per_face"] = max(1, len(model.multi_crop))
-    summary["box_refinements"] = model.box_refinements
+    summary.update(test_time_summary(model))
     summary["data"] = str(args.data)
     if args.ced:
         report.write_ced(args.ced, label=f"{args.model} ({args.box} box)")

@@ -94,10 +94,10 @@ class CropLandmarkModel:
         box the face-box convention derives from the previous answer's points, before the last pass
         (which runs ``multi_crop`` when set). With ``multi_crop`` set, each face is cropped once per
         ``CropJitter`` of its box and the landmarks (mapped back to image pixels) and attribute logits
-        averaged over the crops. With
-        ``mirror_average`` set, each crop is also run mirrored and the two answers averaged (mirrored
-        points put back through the scheme's flip pairs, left/right tasks swapped back). All crops of a
-        batch go through the network in one call; ``batch_size`` bounds that call's crop count.
+        averaged over the crops. With ``mirror_average`` set, each crop is also run mirrored and the two
+        answers averaged (mirrored points put back through the scheme's flip pairs, left/right tasks
+        swapped back). All crops of a batch go through the network in one call; ``batch_size`` bounds
+        that call's crop count.
         """
         if len(boxes) == 0:
             return Prediction(np.zeros((0, self.scheme.num_points, 2)), np.zeros((0, len(self.task_names))))
@@ -241,15 +241,21 @@ def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
                              "model's choice, on for the shipped models, off for checkpoints and exported files)")
     parser.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
                         help="average the predictions of a 3x3 grid of slightly moved face boxes (default: the "
-                             "model's choice, off for the shipped models)")
+                             "model's choice, on for the shipped models, off for checkpoints and exported files)")
     parser.add_argument("--box-refinements", type=int, default=None, metavar="K",
                         help="re-frame each face K times on the box of its predicted points before the last "
-                             "pass (default: the model's choice)")
+                             "pass (default: the model's choice, 1 for the shipped models, 0 for files)")
 
 
 def apply_test_time_arguments(model: CropLandmarkModel, args: argparse.Namespace) -> None:
     """``set_test_time_options`` from the switches ``add_test_time_arguments`` added."""
     set_test_time_options(model, args.flip, args.multi_crop, args.box_refinements)
+
+
+def test_time_summary(model: CropLandmarkModel) -> dict[str, Any]:
+    """The test-time options a model ran with, as reports record them."""
+    return {"flip": model.mirror_average, "crops_per_face": max(1, len(model.multi_crop)),
+            "box_refinements": model.box_refinements}
 
 
 def with_mirror_images(crops: np.ndarray) -> np.ndarray:
