@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from host import cpu_model_name, flush_to_zero_enabled
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -319,12 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": args.model, "test": str(args.test), "faces": len(faces), "threads_all_cores": args.threads,
         "batch_sizes": batch_sizes, "load_average_start": load_start, "load_average_end": os.getloadavg(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "cpu": cpu_model_name(), "cpu_count": os.cpu_count(), "flush_to_zero": flush_to_zero_enabled(),
         "torch": torch.__version__, "onnxruntime": _version("onnxruntime"), "rows": rows,
         "pipeline": pipeline, "notes": [n for n in (dlib_note,) if n],
         "targets": {"ms_per_face_single_thread": TARGET_MS_PER_FACE, "faces_per_second_all_cores":
                     TARGET_FACES_PER_SECOND},
     }
+    reference = next((r for r in rows if r["backend"].startswith("dlib")), None)
+    for row in rows:  # speed as a ratio to dlib's predictor timed in the same run: comparable across hosts
+        row["x_dlib"] = row["ms_per_face"] / reference["ms_per_face"] if reference else None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
@@ -425,23 +428,26 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"# Landmark-stage speed and accuracy ({report['faces']} faces of {Path(report['test']).parent.name}"
         f"/{Path(report['test']).name}, whole image = face box)",
         "",
-        f"Model `{report['model']}`; CPU {report['cpu']} x{report['cpu_count']}; torch {report['torch']}, "
+        f"Model `{report['model']}`; CPU {report['cpu']} x{report['cpu_count']} (flush-to-zero "
+        f"{'on' if report.get('flush_to_zero') else 'off'}); torch {report['torch']}, "
         f"onnxruntime {report['onnxruntime']}. Load average (1/5/15 min) at start "
         f"{la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f}, at end {la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f}.",
         "",
         f"Targets: <= {TARGET_MS_PER_FACE} ms/face single-thread; >= {TARGET_FACES_PER_SECOND:,.0f} faces/s on all "
         f"cores ({report['threads_all_cores']} threads); lower mean error than dlib.",
         "",
-        "| backend | ms/face, 1 thread, batch 1: best pass (median call) | faces/s, all cores (best batch) "
-        "| NME (inter-ocular) | failure >10% |",
-        "|---|---|---|---|---|",
+        "| backend | ms/face, 1 thread, batch 1: best pass (median call) | x dlib (same run) "
+        "| faces/s, all cores (best batch) | NME (inter-ocular) | failure >10% |",
+        "|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         nme = f"{100 * r['nme']:.2f}%" if "nme" in r else "same as eager"
         fail = f"{100 * r['failure_rate']:.2f}%" if "failure_rate" in r else ""
         rate = (f"{r['faces_per_second']:,.0f} (1 thread, no batching)" if r.get("single_thread_only")
                 else f"{r['faces_per_second']:,.0f} (batch {r['best_batch']})")
-        lines.append(f"| {r['backend']} | {r['ms_per_face']:.3f} ({r['ms_median']:.3f}) | {rate} | {nme} | {fail} |")
+        ratio = f"{r['x_dlib']:.2f}x" if r.get("x_dlib") is not None else "no dlib row"
+        lines.append(f"| {r['backend']} | {r['ms_per_face']:.3f} ({r['ms_median']:.3f}) | {ratio} | {rate} | {nme} "
+                     f"| {fail} |")
     lines += ["", "Faces/s by batch size (all cores):", "",
               "| backend | " + " | ".join(str(b) for b in report["batch_sizes"]) + " |",
               "|---|" + "---|" * len(report["batch_sizes"])]

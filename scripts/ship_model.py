@@ -20,18 +20,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from tcdcn.calibration import cross_fitted_error, fold_landmark_offset, horizontal_offsets, prediction_offsets
 from tcdcn.checkpoint import atomic_save, read_checkpoint
 from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
-from tcdcn.export import export_onnx
+from tcdcn.denormals import flush_state_dict, onnx_denormal_count, zero_fraction
+from tcdcn.export import DEFAULT_CALIBRATION_FACES, calibration_crops, export_onnx, quantize_int8
 from tcdcn.inference import LandmarkModel
 from tcdcn.weights import sha256_of
 
 # What a shipped file keeps from a training checkpoint.
 # (best_val_nme is left out: a last-epoch file would carry another epoch's figure; SHIPPED records the metrics.)
-SHIPPED_KEYS = ("model", "config", "scheme", "tasks", "task_covariance", "task_coefficients")
+SHIPPED_KEYS = ("model", "config", "scheme", "tasks", "task_covariance", "task_coefficients", "mirror_calibration")
 WEIGHTS_DIR = Path("src/tcdcn/weights")  # run from the repository root (the ONNX metadata keeps this path)
 
 
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="shipped model name, e.g. mtfl-5pt")
     p.add_argument("--mirror-calibration", metavar="CONFIG", default="",
                    help="fold the mirror-axis offset fitted on CONFIG's validation split into the landmark head")
+    p.add_argument("--int8-calibration", metavar="ANNOTATIONS", default="",
+                   help="also ship NAME.int8.onnx, calibrated on these TRAINING faces (the model's own training "
+                        "list; e.g. ../shared/data/mtfl/training.txt)")
     p.add_argument("--to", metavar="FILE", default="",
                    help="write the slim (calibrated) checkpoint to FILE instead of shipping it: for comparing "
                         "candidates before one is shipped")
@@ -51,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     slim = {k: state[k] for k in SHIPPED_KEYS if k in state}
     if args.mirror_calibration:
         slim = mirror_calibrated(slim, args.checkpoint, args.mirror_calibration)
+    # Denormal weights change no output and cost some x86 CPUs many times the time (tcdcn.denormals).
+    slim["model"], flushed = flush_state_dict(slim["model"])
+    zeros, total = zero_fraction(slim["model"])
+    print(f"weights: {flushed} denormal values flushed to zero; {zeros} of {total} ({zeros / total:.1%}) are zero")
     if args.to:
         atomic_save(slim, Path(args.to))
         print(f"{args.to}: written (not shipped)")
@@ -58,8 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     pt_file = WEIGHTS_DIR / f"{args.name}.pt"
     atomic_save(slim, pt_file)
     onnx_file = export_onnx(LandmarkModel.load(pt_file), WEIGHTS_DIR / f"{args.name}.onnx")
+    left = onnx_denormal_count(onnx.load(str(onnx_file)))
+    if left:
+        raise SystemExit(f"{onnx_file}: {left} denormal values left after export; not shipped")
     print(f"{pt_file}: sha256={sha256_of(pt_file)}")
     print(f"{onnx_file}: onnx_sha256={sha256_of(onnx_file)}")
+    if args.int8_calibration:
+        model = LandmarkModel.load(pt_file)
+        crops = calibration_crops(args.int8_calibration, DEFAULT_CALIBRATION_FACES, model.input_size)
+        int8_file = quantize_int8(onnx_file, WEIGHTS_DIR / f"{args.name}.int8.onnx", crops)
+        print(f"{int8_file}: int8_onnx_sha256={sha256_of(int8_file)} ({len(crops)} calibration faces)")
     return 0
 
 

@@ -169,9 +169,22 @@ def test_load_landmark_model_backends(model_and_onnx, tmp_path) -> None:
     checkpoint = tmp_path / "model.pt"
     torch.save({"model": model.network.state_dict(), "config": config_to_dict(model.cfg), "scheme": "mtfl-5",
                 "tasks": list(TASKS)}, checkpoint)
-    assert isinstance(load_landmark_model(checkpoint), LandmarkModel)  # auto with torch installed
-    exported = load_landmark_model(checkpoint, backend="onnx")
+    in_torch = load_landmark_model(checkpoint, backend="torch")
+    assert isinstance(in_torch, LandmarkModel)
+    # auto runs a checkpoint on onnxruntime, through a temporary export, with the same answers
+    exported = load_landmark_model(checkpoint)
     assert isinstance(exported, OnnxLandmarkModel) and exported.task_names == TASKS
+    crops = np.random.default_rng(0).uniform(0, 255, (3, 1, 60, 60)).astype(np.float32)
+    np.testing.assert_allclose(exported.run_network(crops)[0], in_torch.run_network(crops)[0], atol=1e-4)
+    with pytest.raises(BackendError, match="tcdcn export --int8"):
+        load_landmark_model(checkpoint, backend="int8")
+
+
+def test_shipped_int8_backend_runs_the_shipped_int8_graph() -> None:
+    model = load_landmark_model("mtfl-5pt", backend="int8")
+    assert isinstance(model, OnnxLandmarkModel) and model.path.name == "mtfl-5pt.int8.onnx"
+    assert "quantization" in model.metadata
+    assert model.mirror_average and model.box_refinements == 1  # the shipped test-time defaults
 
 
 TORCH_FREE_SCRIPT = textwrap.dedent("""

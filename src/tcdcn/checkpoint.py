@@ -11,6 +11,7 @@ import torch
 
 from .attributes import tasks_by_name
 from .config import Config, ConfigError, config_from_dict, config_to_dict
+from .denormals import flush_state_dict
 from .errors import CheckpointError
 from .model import TCDCN
 from .schemes import LandmarkScheme, get_scheme
@@ -61,8 +62,10 @@ def model_from_state(state: dict[str, Any], source: str) -> tuple[TCDCN, Config,
     task_names = tuple(state.get("tasks", cfg.data.tasks))
     scheme = get_scheme(state.get("scheme", cfg.data.scheme))
     model = TCDCN(cfg.model, len(tasks_by_name(task_names)))
+    # Denormal weights (older checkpoints, other trainers) change no output but slow some CPUs many times.
+    weights, _ = flush_state_dict(state["model"])
     try:
-        model.load_state_dict(state["model"], strict=True)
+        model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise CheckpointError(f"{source}: weights do not fit the model shape ({' '.join(first[:2])[:200]})") from None
@@ -71,8 +74,9 @@ def model_from_state(state: dict[str, Any], source: str) -> tuple[TCDCN, Config,
 
 
 def weights_payload(model: TCDCN, cfg: Config, scheme: LandmarkScheme, task_names: tuple[str, ...]) -> dict[str, Any]:
+    weights, _ = flush_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})
     return {
-        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "model": weights,
         "config": config_to_dict(cfg),
         "scheme": scheme.name,
         "tasks": list(task_names),

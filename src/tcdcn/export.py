@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .denormals import flush_onnx_initializers
 from .errors import TcdcnError
 
 if TYPE_CHECKING:
@@ -169,6 +170,8 @@ def export_onnx(
                 do_constant_folding=True, dynamo=False,
             )
         graph = onnx.load(str(tmp_file))
+    # The checkpoint loader flushes weights already; constant folding can still make new denormals.
+    flush_onnx_initializers(graph)
     _set_metadata(graph, export_metadata(lm))
     onnx.checker.check_model(graph)
     try:
@@ -384,6 +387,7 @@ def quantize_int8(
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
         )
         graph = onnx.load(str(quantised))
+    flush_onnx_initializers(graph)  # the float heads and the quantisation scales
     _set_metadata(graph, {**metadata, "quantization": json.dumps({
         "format": quant_format, "weights": "int8", "activations": "uint8", "per_channel": per_channel,
         "calibration_faces": int(len(calibration)), "float_nodes": excluded,
@@ -406,8 +410,9 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     p.add_argument("--int8", action="store_true", help="also quantise to int8 (static, calibrated on training faces)")
-    p.add_argument("--calibration-data", default="../shared/data/mtfl/training.txt",
-                   help="annotation list of TRAINING faces for int8 calibration (default %(default)s)")
+    p.add_argument("--calibration-data", default=None,
+                   help="annotation list or folder of TRAINING faces for int8 calibration (default: none for a "
+                        "shipped model, whose int8 graph ships in the package; the checkpoint's data.train)")
     p.add_argument("--calibration-faces", type=int, default=DEFAULT_CALIBRATION_FACES,
                    help="number of calibration faces (default %(default)s)")
     p.set_defaults(func=run_export_command)
@@ -424,9 +429,21 @@ def run_export_command(args: argparse.Namespace) -> int:
         export_onnx(model, out, opset=args.opset)
         log.info("wrote %s (float32)", out)
         return 0
-    calibration_file = Path(args.calibration_data)
-    if not calibration_file.is_file():
-        raise ExportError(f"{calibration_file}: calibration annotation list not found (--calibration-data)")
+    if args.calibration_data is None and args.opset == DEFAULT_OPSET:
+        from .runtime import shipped_onnx_file
+
+        shipped = shipped_onnx_file(args.model, int8=True)
+        if shipped is not None:  # calibrated on the model's training faces when it was shipped
+            try:
+                _atomic_write_bytes(shipped.read_bytes(), out)
+            except OSError as exc:
+                raise ExportError(f"{out}: cannot write ({exc.strerror or exc})") from None
+            log.info("wrote %s (the shipped int8 graph of %s)", out, args.model)
+            return 0
+    calibration_file = Path(args.calibration_data or model.cfg.data.train)
+    if not calibration_file.exists():
+        raise ExportError(f"{calibration_file}: calibration faces not found (--calibration-data: an annotation "
+                          "list or folder of training faces)")
     crops = calibration_crops(calibration_file, args.calibration_faces, model.input_size)
     with tempfile.TemporaryDirectory() as tmpdir:
         float_file = export_onnx(model, Path(tmpdir) / "float.onnx", opset=args.opset)

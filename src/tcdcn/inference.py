@@ -15,6 +15,7 @@ import torch
 
 from .checkpoint import model_from_state, read_checkpoint
 from .config import Config
+from .denormals import enable_flush_to_zero
 from .errors import CheckpointError
 from .model import TCDCN
 from .runtime import CropLandmarkModel, Prediction
@@ -37,6 +38,7 @@ class LandmarkModel(CropLandmarkModel):
     @classmethod
     def load(cls, name_or_path: str | Path) -> LandmarkModel:
         path = resolve_weights_file(str(name_or_path))
+        enable_flush_to_zero()  # denormal activations slow some x86 CPUs many times (tcdcn.denormals)
         state = read_checkpoint(path)
         network, cfg, scheme, tasks = model_from_state(state, str(name_or_path))
         model = cls(network, cfg, scheme, tasks, str(name_or_path))

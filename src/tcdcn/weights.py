@@ -26,6 +26,7 @@ class ModelWeights:
     training_data: str
     metrics: dict[str, float] = field(default_factory=dict)
     onnx_sha256: str = ""  # the .onnx twin beside the .pt (torch-free inference)
+    int8_onnx_sha256: str = ""  # the .int8.onnx twin: static int8 quantisation of the .onnx (backend "int8")
     calibration: str = ""  # any post-training adjustment folded into the weights, and what it was fitted on
     # Test-time mirroring on by default: each face is also run mirrored and the answers averaged (one
     # network call on both crops). Chosen on the validation split; callers can switch it off.
@@ -61,8 +62,9 @@ SHIPPED: dict[str, ModelWeights] = {
         ModelWeights(
             name="mtfl-5pt",
             file="mtfl-5pt.pt",
-            sha256="6d3c89431fa2a10aa8709091c531e5cbfcd83f586936b4f4bf1b88bae0b3a1c9",
-            onnx_sha256="b06859a3b4cca241232d656cc3f5ceeb716a5ef5a4b3419e03de485cf07a7ffa",
+            sha256="72f748165f11873aa08d8ab978bb2326c14140eb5978f04fe242dba32f918823",
+            onnx_sha256="103409d034f48f3411ecd72dadc7ca5c7fa373154c7144b5d2edfa7504eff534",
+            int8_onnx_sha256="749d96b0436d5f8e13f1648b77a4dcf605b8cb102b383f642498d38b9cf110f3",
             scheme="mtfl-5",
             input_size=60,
             box_convention=_BOX,
@@ -87,8 +89,9 @@ SHIPPED: dict[str, ModelWeights] = {
         ModelWeights(
             name="300w-68pt",
             file="300w-68pt.pt",
-            sha256="2426382a07d0ae85eeb64437fba9db585c2f68f0e47835c3c257392e6bad5f4c",
-            onnx_sha256="ec87f05cbb6ed3530807cf435310485481dc574094482c9f9a99ce715db00390",
+            sha256="2c0c83e3683c08ed2f696b7a6db60c87890d132f5e75c102f01959443a5d0afc",
+            onnx_sha256="0814f764e07df7f90660a20ad1d8e2fac81e343727b162ae3ddc0d52875bd12e",
+            int8_onnx_sha256="da4a1ede585a8a8885644c5cd2ac4f9da7f373cd2055de7f417b0e32704e18bb",
             scheme="ibug-68",
             input_size=80,
             box_convention=_BOX,
