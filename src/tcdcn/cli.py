@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import TcdcnError
+from .progress import configure_from_arguments
 
 log = logging.getLogger("tcdcn")
 
@@ -37,10 +38,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .data.formats import read_annotations
     from .evaluate import evaluate
-    from .inference import LandmarkModel
-    from .runtime import apply_test_time_arguments, test_time_summary
+    from .runtime import apply_test_time_arguments, load_landmark_model, test_time_summary
 
-    model = LandmarkModel.load(args.model)
+    model = load_landmark_model(args.model, args.backend)
     # None keeps the model's defaults (mirror-averaging on for the shipped models, multi-crop for mtfl-5pt)
     apply_test_time_arguments(model, args)
     faces = read_annotations(args.data)
@@ -88,17 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value (repeatable)")
     p.set_defaults(func=_cmd_train)
 
-    from .runtime import add_test_time_arguments
+    from .progress import add_progress_arguments
+    from .runtime import BACKENDS, add_test_time_arguments
 
     p = sub.add_parser("evaluate", help="score a model on an annotated set (paper protocol)")
-    p.add_argument("--model", default="mtfl-5pt", help="shipped model name or checkpoint path")
+    p.add_argument("--model", default="mtfl-5pt",
+                   help="shipped model name, checkpoint or .onnx path (default %(default)s)")
     p.add_argument("--data", required=True,
                    help="MTFL-format annotation file, or a folder of images with 68-point .pts files")
     p.add_argument("--box", choices=("image", "gt", "detect"), default="image",
                    help="face box: whole image (AFLW test protocol), from ground truth, or face detector")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default) and onnx run on onnxruntime, a checkpoint through a temporary ONNX "
+                        "export; int8 runs a shipped model's int8 graph; torch runs a checkpoint in torch")
     add_test_time_arguments(p)
     p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
+    add_progress_arguments(p)
     p.set_defaults(func=_cmd_evaluate)
 
     for module in _COMMAND_MODULES:
@@ -111,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    # Set on every call: in-process callers (tests, scripts) must not inherit a previous call's settings.
+    configure_from_arguments(args)
     try:
         return int(args.func(args))
     except TcdcnError as exc:

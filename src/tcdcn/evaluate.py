@@ -27,6 +27,8 @@ from .metrics import (
     per_landmark_error,
     point_errors,
 )
+from .progress import progress
+from .runtime import DEFAULT_BATCH_SIZE, Prediction
 
 BOX_MODES = ("image", "gt", "detect")
 
@@ -108,26 +110,37 @@ def evaluate(
     if box == "detect" and detector is None:
         raise ValueError("box='detect' needs a detector")
     data_scheme = faces[0].scheme
-    greys, boxes, keep = [], [], []
-    for i, face in enumerate(faces):
-        try:
-            rgb = load_image(face.image_path)
-        except ImageError as exc:
-            raise ImageError(exc.path, f"{exc.reason} (annotated at {face.source})") from None
-        gt_box = box_from_landmarks(face.landmarks, data_scheme)
-        if box == "image":
-            b: Box | None = Box.whole_image(rgb.shape[1], rgb.shape[0])
-        elif box == "gt":
-            b = gt_box
-        else:
-            assert detector is not None
-            found = detector(rgb)
-            b = min(found, key=lambda d: np.hypot(d.cx - gt_box.cx, d.cy - gt_box.cy)) if found else None
-        if b is not None:
-            greys.append(to_grey(rgb))
-            boxes.append(b)
-            keep.append(i)
-    pred = model.predict(greys, boxes)
+    keep: list[int] = []
+    parts: list[Prediction] = []
+    # A batch of faces is read and predicted before the next, so progress counts finished faces.
+    with progress(len(faces), "evaluate", "face") as shown:
+        for start in range(0, len(faces), DEFAULT_BATCH_SIZE):
+            greys, boxes = [], []
+            for i in range(start, min(start + DEFAULT_BATCH_SIZE, len(faces))):
+                face = faces[i]
+                try:
+                    rgb = load_image(face.image_path)
+                except ImageError as exc:
+                    raise ImageError(exc.path, f"{exc.reason} (annotated at {face.source})") from None
+                gt_box = box_from_landmarks(face.landmarks, data_scheme)
+                if box == "image":
+                    b: Box | None = Box.whole_image(rgb.shape[1], rgb.shape[0])
+                elif box == "gt":
+                    b = gt_box
+                else:
+                    assert detector is not None
+                    found = detector(rgb)
+                    b = min(found, key=lambda d: np.hypot(d.cx - gt_box.cx, d.cy - gt_box.cy)) if found else None
+                if b is not None:
+                    greys.append(to_grey(rgb))
+                    boxes.append(b)
+                    keep.append(i)
+            if greys:
+                parts.append(model.predict(greys, boxes))
+            shown.update(min(DEFAULT_BATCH_SIZE, len(faces) - start))
+    pred = (Prediction(np.concatenate([p.landmarks for p in parts]),
+                       np.concatenate([p.attribute_probabilities for p in parts]))
+            if parts else model.predict([], []))
 
     # Compare at the model's points: a 5-point model on a denser set uses the set's five points.
     if model.scheme.name == data_scheme.name:

@@ -22,18 +22,19 @@ from PIL import Image
 from .api import DEFAULT_MODEL, FaceResult, LandmarkDetector, rescale_face
 from .errors import TcdcnError
 from .imageio import iter_image_paths, iter_video_frames
-from .runtime import add_test_time_arguments
+from .progress import add_progress_arguments, progress
+from .runtime import BACKENDS, add_test_time_arguments
 
 log = logging.getLogger("tcdcn.predict")
-
-PROGRESS_BAR_MIN_INPUTS = 20
 
 
 def add_command(subparsers: Any) -> None:
     p = subparsers.add_parser("predict", help="landmarks on images, folders, globs and videos")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image/video files, folders or glob patterns")
     p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name, checkpoint or .onnx path")
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (default) and onnx run on onnxruntime, a checkpoint through a temporary ONNX "
+                        "export; int8 runs a shipped model's int8 graph; torch runs a checkpoint in torch")
     p.add_argument("--out", default="tcdcn-out", help="output folder (default: %(default)s)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--jsonl", action="store_true", help="one JSON line per input in OUT/results.jsonl")
@@ -42,6 +43,7 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing of video landmarks")
     add_test_time_arguments(p)
     p.add_argument("--max-side", type=int, default=4096, help="decode images with the long side bounded")
+    add_progress_arguments(p)
     p.set_defaults(func=run_predict)
 
 
@@ -115,18 +117,13 @@ def run_predict(args: argparse.Namespace) -> int:
     inputs = list(iter_image_paths(args.paths))
     failures = 0
     used: set[str] = set()
-    progress = None
-    if len(inputs) >= PROGRESS_BAR_MIN_INPUTS and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        progress = tqdm(total=len(inputs), unit="file", file=sys.stderr)
+    counter = progress(len(inputs), "predict", "file")
     try:
         for item in inputs:
-            if progress is not None:
-                progress.update(1)
             if not item.ok:
                 failures += 1
-                print(f"tcdcn: error: {item.error}", file=sys.stderr)
+                counter.write(f"tcdcn: error: {item.error}")
+                counter.update(1)
                 continue
             stem = _unique_stem(item.path, used)
             try:
@@ -142,11 +139,12 @@ def run_predict(args: argparse.Namespace) -> int:
                 log.info("%s: %d face(s)", item.path, len(record.get("faces", record.get("frames", []))))
             except TcdcnError as exc:
                 failures += 1
-                print(f"tcdcn: error: {exc}", file=sys.stderr)
+                counter.write(f"tcdcn: error: {exc}")
+            counter.update(1)
+        counter.close()
     finally:
         writer.close()
-        if progress is not None:
-            progress.close()
+        counter.close(completed=False)  # after an exception only: closing twice is a no-op
     if failures:
         print(f"tcdcn: {failures} of {len(inputs)} input(s) failed", file=sys.stderr)
     return 1 if failures else 0
@@ -163,7 +161,8 @@ def _predict_video(detector: LandmarkDetector, path: Path, out: Path, stem: str,
     frames: list[dict[str, Any]] = []
     video_writer = None
     try:
-        for frame in iter_video_frames(path):
+        for frame in progress(iter_video_frames(path), f"predict {path.name}", "frame",
+                              total=_video_frame_count(path)):
             faces = detector(frame.image)
             if smoother is not None:
                 smoothed = smoother.update([f.landmarks for f in faces], [f.box for f in faces], frame.time_s)
@@ -181,3 +180,15 @@ def _predict_video(detector: LandmarkDetector, path: Path, out: Path, stem: str,
         if video_writer is not None:
             video_writer.release()
     return {"input": str(path), "frames": frames}
+
+
+def _video_frame_count(path: Path) -> int | None:
+    """The frame count the container reports, or None: some streams report 0 or a wrong estimate."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
+    finally:
+        capture.release()
+    return count if count > 0 else None

@@ -38,6 +38,7 @@ from .attributes import tasks_by_name
 from .config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml_mapping
 from .data.annotation import FaceAnnotation
 from .errors import CheckpointError, ConfigError, TcdcnError
+from .progress import PLAIN_ENV, add_progress_arguments, configure_from_arguments, progress
 
 log = logging.getLogger("tcdcn.studies")
 
@@ -372,7 +373,8 @@ def run_grid(study: Study, runs_dir: Path, results_dir: Path, variants: Sequence
         return []
     faces = load_faces(study, variant_config(study, pending[0][0], pending[0][1]))
     failures: list[tuple[str, int, str]] = []
-    for variant, seed in pending:
+    # Runs another worker claimed count as handled here too, so the total is reached either way.
+    for variant, seed in progress(pending, "study", "run"):
         run_dir = run_dir_of(runs_dir, variant.name, seed)
         if results_path(results_dir, variant.name, seed).is_file() or not claim_run(run_dir):
             continue
@@ -400,6 +402,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true", help="regenerate the report from saved results only")
     p.add_argument("--no-report", action="store_true", help="train and evaluate, do not write the report")
     p.add_argument("--list", action="store_true", help="print each run's state (done/partial/todo) and exit")
+    add_progress_arguments(p)
 
 
 def _spawn_workers(args: argparse.Namespace) -> int:
@@ -412,9 +415,14 @@ def _spawn_workers(args: argparse.Namespace) -> int:
         base += ["--variant", v]
     for s in args.seed:
         base += ["--seed", str(s)]
+    base += ["--progress-interval", str(args.progress_interval)]
+    if args.no_progress or getattr(args, "quiet", False):
+        base += ["--no-progress"]
+    # Workers share this terminal: plain lines, since bars from several processes overwrite each other.
+    env = {**os.environ, PLAIN_ENV: "1"}
     procs = []
     for i in range(args.workers):
-        procs.append(subprocess.Popen(base))
+        procs.append(subprocess.Popen(base, env=env))
         log.info("started worker %d (pid %d)", i, procs[-1].pid)
         time.sleep(2.0)  # stagger the first claims
     codes = [p.wait() for p in procs]
@@ -460,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format=f"%(asctime)s [{os.getpid()}] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    configure_from_arguments(args)
     try:
         return handle(args)
     except TcdcnError as exc:
