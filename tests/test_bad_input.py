@@ -272,3 +272,28 @@ def test_resume_from_a_weights_file_or_another_shape(tmp_path: Path, capsys: pyt
     capsys.readouterr()
     argv[-3:] = [str(tmp_path / "sgd"), "--resume", str(tmp_path / "adam" / "last.pt")]
     assert "made with train.optimizer=adam, not sgd" in cli_error([*argv, "--set", "train.optimizer=sgd"], capsys)
+    # The finished run's folder is not trained into again unless asked.
+    run = tmp_path / "adam"
+    before = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "history.jsonl")}
+    taken = cli_error(["train", "--config", str(config), "--out", str(run)], capsys)
+    assert "already holds a training run" in taken and "--resume" in taken and "--overwrite" in taken
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert main(["-q", "train", "--config", str(config), "--out", str(run), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("fill", [b"\x00", b"\xff"])
+def test_damaged_checkpoint_is_refused(tmp_path: Path, fill: bytes) -> None:
+    """A stretch of zeroed or 0xff bytes inside the weights: torch still unpickles the file, the checksum
+    does not match."""
+    path = tiny_checkpoint(tmp_path / "good.pt")
+    LandmarkModel.load(path)  # the intact file loads
+    data = bytearray(path.read_bytes())
+    weights = torch.load(path, weights_only=True)["model"]["fc.weight"].numpy().tobytes()
+    start = bytes(data).find(weights[:64])  # the fc weights' bytes inside the archive
+    assert start > 0
+    data[start:start + 256] = fill * 256
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"damaged\.pt: damaged checkpoint"):
+        LandmarkModel.load(damaged)
+

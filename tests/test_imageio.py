@@ -213,3 +213,19 @@ def test_video_frames(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a video")
     with pytest.raises(ImageError, match="bogus.mp4"):
         list(iter_video_frames(bogus))
+
+
+def test_pixel_limit_is_checked_before_decoding(tmp_path: Path) -> None:
+    """A file that declares more pixels than max_pixels is refused by its header; JPEG draft scaling
+    counts (a large JPEG decoded at 1/8 size passes)."""
+    png = tmp_path / "canvas.png"
+    Image.new("RGBA", (3000, 2000)).save(png)  # a few KB on disk, 6 megapixels declared
+    with pytest.raises(ImageError, match=r"canvas\.png: declares 3000 x 2000 pixels, more than the limit of 5,000,000"):
+        load_image(png, max_pixels=5_000_000)
+    assert load_image(png).shape == (2000, 3000, 3)  # the default limit (50 megapixels) lets it through
+    jpeg = tmp_path / "large.jpg"
+    Image.new("RGB", (3000, 2000), (90, 120, 150)).save(jpeg)
+    rgb, scale = load_image_scaled(jpeg, max_side=375, max_pixels=200_000)  # drafted to 375 x 250
+    assert rgb.shape == (250, 375, 3) and scale == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="max_pixels"):
+        load_image(png, max_pixels=0)

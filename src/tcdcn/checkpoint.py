@@ -1,7 +1,13 @@
-"""Checkpoints and shipped weight files: atomic writes, strict, checked loads."""
+"""Checkpoints and shipped weight files: atomic writes, strict, checked loads.
+
+Every file written by ``atomic_save`` carries ``content_sha256``, a digest of everything else in it
+(tensor bytes, numbers, strings), which ``read_checkpoint`` verifies: a file with a damaged stretch that
+torch still unpickles is refused instead of being trained on or run.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,12 +22,43 @@ from .errors import CheckpointError
 from .model import TCDCN
 from .schemes import LandmarkScheme, get_scheme
 
+CHECKSUM_KEY = "content_sha256"
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Add ``value`` to ``digest`` in a fixed order: dict keys sorted, tensors by dtype, shape and bytes."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:  # numbers, strings, None, bools: repr is exact for floats
+        digest.update(f"V{type(value).__name__}:{value!r}".encode())
+
+
+def content_digest(state: dict[str, Any]) -> str:
+    """sha256 over a checkpoint's contents, ``content_sha256`` itself left out."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    return digest.hexdigest()
+
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``.
 
-    A crash or a full disk during the write leaves the previous file untouched.
+    A crash or a full disk during the write leaves the previous file untouched. A dict is written with
+    its ``content_sha256`` (``content_digest``), which ``read_checkpoint`` verifies.
     """
+    if isinstance(obj, dict):
+        obj = {**obj, CHECKSUM_KEY: content_digest(obj)}
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -50,6 +87,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{p}: not a tcdcn checkpoint (missing 'model' or 'config')")
+    expected = state.pop(CHECKSUM_KEY, None)
+    if expected is not None and content_digest(state) != expected:
+        raise CheckpointError(f"{p}: damaged checkpoint (its contents do not match the checksum it was written "
+                              "with); use another copy, e.g. RUN/best.pt or an earlier RUN/last.pt")
     return state
 
 

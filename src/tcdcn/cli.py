@@ -7,11 +7,15 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import TcdcnError
 from .progress import configure_from_arguments
 
 log = logging.getLogger("tcdcn")
+
+# What a run folder holds once training has started; any of them means --out is taken.
+RUN_FILES = ("last.pt", "best.pt", "history.jsonl")
 
 # Modules that add their own sub-command with ``add_command(subparsers)``.
 _COMMAND_MODULES = ("predict", "export", "studies")
@@ -22,6 +26,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     cfg = load_config(args.config, args.set)
+    existing = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
+    if existing and not (args.resume or args.overwrite):
+        raise TcdcnError(f"{args.out}: already holds a training run ({', '.join(existing)}); continue it with "
+                         f"--resume {Path(args.out) / 'last.pt'}, or replace it with --overwrite")
     trainer = Trainer(cfg, args.out)
     if args.resume:
         trainer.resume(args.resume)
@@ -84,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("--out", required=True, help="run folder: checkpoints (last.pt, best.pt), history.jsonl")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue from a checkpoint (e.g. RUN/last.pt)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, an existing run is refused)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (repeatable)")
     p.set_defaults(func=_cmd_train)

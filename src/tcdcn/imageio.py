@@ -24,8 +24,12 @@ a long side of exactly ``max_side``. It returns ``(array, scale)`` with
 pixel-centre convention (pixel ``i`` has its centre at ``i``) a point ``p`` of the returned array is at
 ``(p + 0.5) / scale - 0.5`` in the original image: use ``to_original_pixels``; a length (a box side) is
 ``length / scale``. Each axis is rounded to whole pixels, so the per-axis scale can differ from ``scale``
-by at most half a pixel of the result. PIL's decompression-bomb limit still applies: an image of more
-than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 179 megapixels) is refused with ``ImageError``.
+by at most half a pixel of the result.
+
+Memory stays bounded: before any pixel is decoded, the size the decoder would produce (after JPEG
+draft scaling) is checked against ``max_pixels`` (default ``DEFAULT_MAX_PIXELS``, 50 megapixels, about
+200 MB as RGBA); a file that declares more is refused with ``ImageError`` however small it is on disk
+(a PNG can declare a 13,000 x 13,000 canvas in 700 KB).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from .errors import ImageError
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 DEFAULT_MAX_SIDE = 4096
+# Largest decoded image (width x height, after JPEG draft scaling) accepted before decoding starts.
+DEFAULT_MAX_PIXELS = 50_000_000
 # Video containers that do not report a frame rate are read as this many frames per second.
 FALLBACK_FPS = 30.0
 
@@ -58,9 +64,9 @@ MediaKind = Literal["image", "video"]
 # --------------------------------------------------------------------------------------------- images
 
 
-def load_image(source: ImageSource) -> np.ndarray:
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB, displayed orientation, at full size (see the module notes)."""
-    array, _ = _load(source, max_side=None)
+    array, _ = _load(source, max_side=None, max_pixels=max_pixels)
     return array
 
 
@@ -71,7 +77,8 @@ def to_grey(image_rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
 
 
-def load_image_scaled(source: ImageSource, max_side: int = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, float]:
+def load_image_scaled(source: ImageSource, max_side: int = DEFAULT_MAX_SIDE,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, float]:
     """``(array, scale)``: the image with its long side at most ``max_side``.
 
     ``scale`` is result long side / original long side (``<= 1``); map points of the result back to the
@@ -79,7 +86,7 @@ def load_image_scaled(source: ImageSource, max_side: int = DEFAULT_MAX_SIDE) -> 
     """
     if max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
-    return _load(source, max_side=max_side)
+    return _load(source, max_side=max_side, max_pixels=max_pixels)
 
 
 def to_original_pixels(points: np.ndarray, scale: float) -> np.ndarray:
@@ -95,7 +102,9 @@ def _source_name(source: ImageSource) -> str:
     return os.fspath(source)
 
 
-def _load(source: ImageSource, max_side: int | None) -> tuple[np.ndarray, float]:
+def _load(source: ImageSource, max_side: int | None, max_pixels: int) -> tuple[np.ndarray, float]:
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
     name = _source_name(source)
     if isinstance(source, np.ndarray):
         rgb = array_to_rgb(source, name)
@@ -106,10 +115,10 @@ def _load(source: ImageSource, max_side: int | None) -> tuple[np.ndarray, float]
         except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one ImageError
             raise ImageError(name, f"cannot decode image ({_describe(exc)})") from exc
         return _bound_size(rgb, max_side)
-    return _load_file(Path(name), max_side)
+    return _load_file(Path(name), max_side, max_pixels)
 
 
-def _load_file(path: Path, max_side: int | None) -> tuple[np.ndarray, float]:
+def _load_file(path: Path, max_side: int | None, max_pixels: int) -> tuple[np.ndarray, float]:
     if not path.exists():
         raise ImageError(path, "no such file")
     if path.is_dir():
@@ -131,6 +140,10 @@ def _load_file(path: Path, max_side: int | None) -> tuple[np.ndarray, float]:
                     # draft() keeps the decoded size >= the request in both axes, so ask for the
                     # aspect-preserving target (JPEG only; other formats ignore it).
                     img.draft("RGB", (max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))))
+                decoded_width, decoded_height = img.size  # after draft: what the decoder will produce
+                if decoded_width * decoded_height > max_pixels:
+                    raise ImageError(path, f"declares {width} x {height} pixels, more than the limit of "
+                                           f"{max_pixels:,} (max_pixels / --max-pixels)")
                 img.load()
                 oriented = ImageOps.exif_transpose(img)
                 rgb = pil_to_rgb(oriented)
