@@ -7,6 +7,7 @@ written into every checkpoint, so a checkpoint says how it was made.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -236,7 +237,131 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class Range:
+    """Valid values of a numeric config key (each element, for a list key); NaN and infinity never."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
+
+    def describe(self) -> str:
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        return " and ".join(p for p in (low, high) if p) or "finite"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0, 1)
+
+# The valid range of every numeric key, by dotted path; validate() rejects a numeric key missing here.
+RANGES: dict[str, Range] = {
+    "data.validation_fraction": Range(0, 1, low_open=True, high_open=True),
+    "data.split_seed": NON_NEGATIVE,
+    "augment.rotation_deg": Range(0, 180),
+    "augment.scale": Range(0, 1, high_open=True),
+    "augment.shift": Range(0, 0.5),
+    "augment.brightness": NON_NEGATIVE,
+    "augment.contrast": Range(0, 1, high_open=True),
+    "augment.blur_probability": FRACTION,
+    "augment.blur_sigma": Range(0.5, 20),
+    "augment.occlusion_probability": FRACTION,
+    "augment.occlusion_size": Range(0.1, 1),
+    "model.input_size": Range(16, 1024),
+    "model.channels": AT_LEAST_ONE,
+    "model.kernels": AT_LEAST_ONE,
+    "model.feature_dim": AT_LEAST_ONE,
+    "model.num_points": AT_LEAST_ONE,
+    "objective.landmark_weight": POSITIVE,
+    "objective.covariance_weight": NON_NEGATIVE,
+    "objective.filter_decay": NON_NEGATIVE,
+    "objective.covariance_ridge": POSITIVE,
+    "objective.wing_width": POSITIVE,
+    "objective.wing_curvature": POSITIVE,
+    "multitask.initial_coefficient": NON_NEGATIVE,
+    "multitask.rho": POSITIVE,
+    "multitask.tau": AT_LEAST_ONE,
+    "multitask.eps": Range(0, 1, low_open=True),
+    "multitask.covariance_interval": AT_LEAST_ONE,
+    "multitask.evaluations_per_epoch": AT_LEAST_ONE,
+    "multitask.early_stop_strip": AT_LEAST_ONE,
+    "multitask.early_stop_threshold": NON_NEGATIVE,
+    "train.epochs": AT_LEAST_ONE,
+    "train.batch_size": AT_LEAST_ONE,
+    "train.learning_rate": POSITIVE,
+    "train.min_learning_rate": NON_NEGATIVE,
+    "train.warmup_epochs": NON_NEGATIVE,
+    "train.seed": NON_NEGATIVE,
+    "train.threads": NON_NEGATIVE,
+    "train.checkpoint_every_steps": NON_NEGATIVE,
+    "train.weight_averaging_from": NON_NEGATIVE,
+}
+
+# The valid values of every key that names something.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "objective.landmark_loss": ("squared", "wing"),
+    "multitask.coefficients": ("dynamic", "fixed", "early_stopping"),
+    "train.optimizer": ("adam", "sgd"),
+    "train.device": ("cpu", "cuda"),
+    "train.init_layers": ("all", "features"),
+}
+
+
+def _numeric_keys(cfg: Config) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every int/float (or tuple of them) field."""
+    out = []
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            items = value if isinstance(value, tuple) else (value,)
+            if items and all(isinstance(v, int | float) and not isinstance(v, bool) for v in items):
+                out.append((f"{section.name}.{f.name}", value))
+    return out
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, value in _numeric_keys(cfg):
+        valid = RANGES.get(key)
+        if valid is None:
+            raise ConfigError(f"{key}: no valid range declared (config.RANGES)")
+        for item in value if isinstance(value, tuple) else (value,):
+            if not valid.contains(float(item)):
+                raise ConfigError(f"{key}: expected a value {valid.describe()}, got {item!r}")
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected {'|'.join(allowed)}, got {value!r}")
+
+
 def validate(cfg: Config) -> None:
+    from .attributes import ALL_TASKS
+    from .schemes import SCHEMES
+
+    _check_ranges(cfg)
+    if cfg.data.scheme not in SCHEMES:
+        raise ConfigError(f"data.scheme: expected one of {'|'.join(sorted(SCHEMES))}, got {cfg.data.scheme!r}")
+    unknown = [t for t in cfg.data.tasks if t not in ALL_TASKS]
+    if unknown:
+        raise ConfigError(f"data.tasks: unknown task(s) {', '.join(map(repr, unknown))}; known: "
+                          f"{', '.join(ALL_TASKS)}")
+    if cfg.train.min_learning_rate > cfg.train.learning_rate:
+        raise ConfigError(f"train.min_learning_rate ({cfg.train.min_learning_rate:g}) must not exceed "
+                          f"train.learning_rate ({cfg.train.learning_rate:g})")
+    if cfg.train.warmup_epochs > cfg.train.epochs:
+        raise ConfigError(f"train.warmup_epochs ({cfg.train.warmup_epochs}) must not exceed train.epochs "
+                          f"({cfg.train.epochs})")
     m = cfg.multitask
     if m.coefficients not in ("dynamic", "fixed", "early_stopping"):
         raise ConfigError(f"multitask.coefficients: expected dynamic|fixed|early_stopping, got {m.coefficients!r}")
