@@ -133,3 +133,29 @@ def test_evaluate_cli_says_and_switches_multi_crop(model_file: Path, test_list: 
     assert main(["-q", "evaluate", "--model", "mtfl-5pt", "--data", str(test_list), "--json",
                  "--box-refinements", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["box_refinements"] == 2
+
+
+def test_coincident_eyes_are_reported_not_infinity(model_file: Path, test_list: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A face whose two eye centres are annotated on one spot has no normalising distance: it is counted
+    as not scorable, named, and the JSON stays strict (no Infinity / NaN)."""
+    lines = test_list.read_bytes().splitlines(keepends=True)
+    fields = lines[3].split()  # path x1..x5 y1..y5 attributes
+    fields[2], fields[7] = fields[1], fields[6]  # right eye := left eye
+    lines[3] = b" " + b" ".join(fields) + b"\r\n"
+    broken = test_list.parent / "coincident.txt"
+    broken.write_bytes(b"".join(lines))
+    code = main(["-q", "evaluate", "--model", str(model_file), "--data", str(broken), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = json.loads(out, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    assert summary["n"] == NUM_FACES and summary["scored"] == NUM_FACES - 1 and summary["unscorable"] == 1
+    assert summary["unscorable_examples"][0].endswith(":4")
+    assert 0 < summary["nme"] < 1
+
+
+def test_a_five_point_model_on_five_point_data_only(test_list: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["-q", "evaluate", "--model", "300w-68pt", "--data", str(test_list), "--json"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "ibug-68 model (68 points) cannot be scored on mtfl-5 annotations (5 points)" in err

@@ -42,8 +42,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    import numpy as np
-
     from .data.formats import read_annotations
     from .evaluate import evaluate
     from .runtime import apply_test_time_arguments, load_landmark_model, test_time_summary
@@ -67,16 +65,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         report.write_ced(args.ced, label=f"{args.model} ({args.box} box)")
         summary["ced"] = str(args.ced)
     if args.json:
-        print(json.dumps(summary, allow_nan=True))
+        print(json.dumps(summary, allow_nan=False))
         return 0
+
+    def percent(value: float | None) -> str:
+        return "n/a (no face scored)" if value is None else f"{100 * value:.2f}%"
+
+    unscored = f", {summary['unscorable']} not scorable" if summary["unscorable"] else ""
     print(f"model {args.model} on {args.data} ({summary['n']} faces, box={args.box}, "
-          f"{summary['detected']} with a box)")
-    print(f"  mean error (inter-ocular): {100 * summary['nme']:.2f}%")
+          f"{summary['detected']} with a box{unscored})")
+    print(f"  mean error (inter-ocular): {percent(summary['nme'])}")
     if model.scheme.outer_eye_corners is not None:
-        print(f"  mean error (inter-pupil):  {100 * summary['nme_interpupil']:.2f}%")
-    print(f"  failure rate (>{100 * report.failure_threshold:.0f}%): {100 * summary['failure_rate']:.2f}%")
+        print(f"  mean error (inter-pupil):  {percent(summary['nme_interpupil'])}")
+    print(f"  failure rate (>{100 * report.failure_threshold:.0f}%): {percent(summary['failure_rate'])}")
     print("  per landmark: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["per_landmark"].items()
-                                         if np.isfinite(v)))
+                                         if v is not None))
     if summary["attribute_accuracy"]:
         print("  attribute accuracy: " + ", ".join(f"{k} {100 * v:.1f}%"
                                                   for k, v in summary["attribute_accuracy"].items()))

@@ -35,3 +35,7 @@ class ConfigError(TcdcnError, ValueError):
 
 class CheckpointError(TcdcnError, RuntimeError):
     """A checkpoint that is unreadable, corrupt, or made for another model shape."""
+
+
+class SchemeMismatchError(TcdcnError, ValueError):
+    """A model scored on annotations of a landmark scheme it cannot be compared with."""

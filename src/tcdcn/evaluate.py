@@ -4,6 +4,7 @@ attribute accuracy, CED; a 5-point model on a denser set is compared at the set'
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .data.annotation import FaceAnnotation
-from .errors import ImageError
+from .errors import ImageError, SchemeMismatchError
 from .geometry import Box, box_from_landmarks
 from .imageio import load_image, to_grey
 from .inference import LandmarkModel
@@ -30,6 +31,8 @@ from .metrics import (
 from .progress import progress
 from .runtime import DEFAULT_BATCH_SIZE, Prediction
 
+log = logging.getLogger("tcdcn.evaluate")
+
 BOX_MODES = ("image", "gt", "detect")
 
 # Finds faces in an RGB image and returns boxes in the package's face-box convention.
@@ -42,28 +45,35 @@ class EvaluationReport:
     detected: int
     box: str
     point_names: tuple[str, ...]
-    face_errors: np.ndarray  # (N,) inter-ocular normalised; inf where no face was found
+    face_errors: np.ndarray  # (N,) inter-ocular normalised; inf where no face was found, nan where not scored
     face_errors_interpupil: np.ndarray  # (N,)
     per_landmark: np.ndarray  # (P,)
     attribute_accuracy: dict[str, float] = field(default_factory=dict)
     failure_threshold: float = DEFAULT_FAILURE_THRESHOLD
+    unscorable: tuple[str, ...] = ()  # annotation lines of faces with a zero normalising distance
 
     def summary(self) -> dict[str, Any]:
+        """The figures, JSON-ready: a figure that does not exist (no face scored) is None, never NaN."""
         found = np.isfinite(self.face_errors)
+        scored = ~np.isnan(self.face_errors)
         errs = self.face_errors[found]
-        return {
+        summary = {
             "n": self.n,
+            "scored": int(scored.sum()),
+            "unscorable": len(self.unscorable),
+            "unscorable_examples": list(self.unscorable[:5]),
             "detected": self.detected,
             "box": self.box,
             "nme": nme(errs) if len(errs) else float("nan"),
             "nme_interocular": nme(errs) if len(errs) else float("nan"),
             "nme_interpupil": nme(self.face_errors_interpupil[found]) if len(errs) else float("nan"),
-            "failure_rate": failure_rate(self.face_errors, self.failure_threshold),
+            "failure_rate": failure_rate(self.face_errors[scored], self.failure_threshold) if scored.any() else None,
             "failure_threshold": self.failure_threshold,
-            "auc_at_threshold": auc(np.where(found, self.face_errors, np.inf), self.failure_threshold),
+            "auc_at_threshold": auc(self.face_errors[scored], self.failure_threshold) if scored.any() else None,
             "per_landmark": {name: float(v) for name, v in zip(self.point_names, self.per_landmark)},
             "attribute_accuracy": self.attribute_accuracy,
         }
+        return finite_or_none(summary)
 
     def write_ced(self, png_path: str | Path, label: str = "") -> Path:
         """Write the CED curve as PNG and its data as CSV beside it (same name, .csv)."""
@@ -72,7 +82,7 @@ class EvaluationReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        thresholds, fractions = ced(self.face_errors, max_error=0.2)
+        thresholds, fractions = ced(self.face_errors[~np.isnan(self.face_errors)], max_error=0.2)
         png = Path(png_path)
         png.parent.mkdir(parents=True, exist_ok=True)
         with open(png.with_suffix(".csv"), "w", newline="") as fh:
@@ -90,6 +100,18 @@ class EvaluationReport:
         fig.savefig(png, dpi=120)
         plt.close(fig)
         return png
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (nested in dicts and lists) replaced by None, so that
+    it serialises as strict JSON."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 def evaluate(
@@ -110,6 +132,27 @@ def evaluate(
     if box == "detect" and detector is None:
         raise ValueError("box='detect' needs a detector")
     data_scheme = faces[0].scheme
+    # Compare at the model's points: a 5-point model on a denser set uses the set's five points.
+    if model.scheme.name == data_scheme.name:
+        scheme = data_scheme
+        targets = np.stack([f.landmarks for f in faces]).astype(np.float64)
+        visible = np.stack([f.visible if f.visible is not None else np.ones(len(f.landmarks), bool) for f in faces])
+    elif model.scheme.num_points == 5:
+        scheme = model.scheme
+        targets = np.stack([data_scheme.five_points(f.landmarks.astype(np.float64)) for f in faces])
+        visible = np.ones(targets.shape[:2], bool)
+    else:
+        raise SchemeMismatchError(f"the {model.scheme.name} model ({model.scheme.num_points} points) cannot be scored "
+                                  f"on {data_scheme.name} annotations ({data_scheme.num_points} points)")
+    interocular = scheme.interocular_distance(targets)
+    interpupil = scheme.interpupil_distance(targets)
+    # A face whose normalising distance is zero (eyes annotated on one spot) has no defined error: it is
+    # neither predicted nor scored, and reported by its annotation line.
+    scorable = np.isfinite(interocular) & (interocular > 0) & np.isfinite(interpupil) & (interpupil > 0)
+    unscorable = tuple(faces[i].source or str(faces[i].image_path) for i in np.flatnonzero(~scorable))
+    if unscorable:
+        log.warning("%d face(s) with a zero normalising distance are not scored (first: %s)",
+                    len(unscorable), unscorable[0])
     keep: list[int] = []
     parts: list[Prediction] = []
     # A batch of faces is read and predicted before the next, so progress counts finished faces.
@@ -117,6 +160,8 @@ def evaluate(
         for start in range(0, len(faces), DEFAULT_BATCH_SIZE):
             greys, boxes = [], []
             for i in range(start, min(start + DEFAULT_BATCH_SIZE, len(faces))):
+                if not scorable[i]:
+                    continue
                 face = faces[i]
                 try:
                     rgb = load_image(face.image_path)
@@ -142,22 +187,9 @@ def evaluate(
                        np.concatenate([p.attribute_probabilities for p in parts]))
             if parts else model.predict([], []))
 
-    # Compare at the model's points: a 5-point model on a denser set uses the set's five points.
-    if model.scheme.name == data_scheme.name:
-        scheme = data_scheme
-        targets = np.stack([f.landmarks for f in faces]).astype(np.float64)
-        visible = np.stack([f.visible if f.visible is not None else np.ones(len(f.landmarks), bool) for f in faces])
-    elif model.scheme.num_points == 5:
-        scheme = model.scheme
-        targets = np.stack([data_scheme.five_points(f.landmarks.astype(np.float64)) for f in faces])
-        visible = np.ones(targets.shape[:2], bool)
-    else:
-        raise ValueError(f"model scheme {model.scheme.name} cannot be scored on {data_scheme.name} annotations")
     n = len(faces)
-    interocular = scheme.interocular_distance(targets)
-    interpupil = scheme.interpupil_distance(targets)
-    face_err = np.full(n, np.inf)
-    face_err_ip = np.full(n, np.inf)
+    face_err = np.where(scorable, np.inf, np.nan)  # inf: no face found (a failure); nan: not scored
+    face_err_ip = face_err.copy()
     keep_idx = np.asarray(keep, dtype=int)
     per_landmark = np.full(scheme.num_points, np.nan)
     if len(keep_idx):
@@ -183,5 +215,5 @@ def evaluate(
     return EvaluationReport(
         n=n, detected=len(keep), box=box, point_names=scheme.point_names, face_errors=face_err,
         face_errors_interpupil=face_err_ip, per_landmark=per_landmark, attribute_accuracy=accuracy,
-        failure_threshold=failure_threshold,
+        failure_threshold=failure_threshold, unscorable=unscorable,
     )
