@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .errors import InputError
 from .geometry import Box
-from .imageio import DEFAULT_MAX_SIDE, ImageSource, load_image_scaled, to_grey, to_original_pixels
+from .imageio import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageSource, load_image_scaled, to_grey, to_original_pixels
 
 DEFAULT_MODEL = "mtfl-5pt"
 
@@ -66,7 +67,7 @@ class FaceResult:
 
 
 def load_backend(model: str, backend: str = "auto") -> LandmarkBackend:
-    """A shipped model name or a file, run with torch or onnxruntime ("auto": torch when installed)."""
+    """A shipped model name or a file, run with torch or onnxruntime ("auto": onnxruntime)."""
     try:
         from .runtime import load_landmark_model
     except ImportError:  # runtime module unavailable: torch path only
@@ -82,16 +83,18 @@ class LandmarkDetector:
     ``model``: a shipped model name (``mtfl-5pt``, ``300w-68pt``) or a checkpoint / ONNX path.
     ``backend``: "auto", "torch" or "onnx". ``face_detector``: any callable ``rgb -> list[Detection]``
     (default: ``tcdcn.detect.FaceDetector()``). ``max_side``: images are decoded with their long side
-    bounded by this (memory and time stay bounded on huge photos). ``mirror_average``: also run each
-    face mirrored and average (None: the model's default, on for the shipped models). ``multi_crop``:
-    average the predictions of a 3x3 grid of slightly moved face boxes (None: the model's default, off
-    for the shipped models). ``box_refinements``: re-frame each face this many times on the box of its
-    predicted points before the last pass (None: the model's default).
+    bounded by this (memory and time stay bounded on huge photos). ``max_pixels``: an image file
+    that would decode to more pixels than this is refused with ``ImageError`` before decoding.
+    ``mirror_average``: also run each face mirrored and average (None: the model's default, on for the
+    shipped models). ``multi_crop``: average the predictions of a 3x3 grid of slightly moved face boxes
+    (None: the model's default, on for the shipped models). ``box_refinements``: re-frame each face this
+    many times on the box of its predicted points before the last pass (None: the model's default).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", face_detector: Any = None,
                  max_side: int = DEFAULT_MAX_SIDE, mirror_average: bool | None = None,
-                 multi_crop: bool | None = None, box_refinements: int | None = None) -> None:
+                 multi_crop: bool | None = None, box_refinements: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         from .runtime import set_test_time_options
 
         self.model = load_backend(model, backend)
@@ -102,13 +105,14 @@ class LandmarkDetector:
             face_detector = FaceDetector()
         self.face_detector = face_detector
         self.max_side = max_side
+        self.max_pixels = max_pixels
 
     def __call__(self, image: ImageSource) -> list[FaceResult]:
         return self.detect(image)[2]
 
     def detect(self, image: ImageSource) -> tuple[np.ndarray, float, list[FaceResult]]:
         """The decoded (possibly downscaled) RGB image, its scale, and the faces in original pixels."""
-        rgb, scale = load_image_scaled(image, self.max_side)
+        rgb, scale = load_image_scaled(image, self.max_side, self.max_pixels)
         detections = self.face_detector(rgb)
         return rgb, scale, self._results(rgb, scale, [d.box for d in detections], [d.score for d in detections])
 
@@ -116,8 +120,9 @@ class LandmarkDetector:
                  boxes: Sequence[Box | tuple[float, float, float, float]]) -> list[FaceResult]:
         """Landmarks for given face boxes (``Box`` on the convention, or (x0, y0, x1, y1) rectangles
         taken as already on the convention), in the original image's pixels."""
-        rgb, scale = load_image_scaled(image, self.max_side)
-        as_boxes = [b if isinstance(b, Box) else Box.from_xyxy(*b) for b in boxes]
+        rgb, scale = load_image_scaled(image, self.max_side, self.max_pixels)
+        height, width = (np.asarray(rgb.shape[:2]) / scale).round().astype(int)
+        as_boxes = [checked_box(b, i, width, height) for i, b in enumerate(boxes)]
         scaled = [_scale_box(b, scale) for b in as_boxes]
         return self._results(rgb, scale, scaled, [None] * len(scaled))
 
@@ -136,6 +141,32 @@ class LandmarkDetector:
                 attributes={t: float(p) for t, p in zip(self.model.task_names, probs)},
             ))
         return results
+
+
+def checked_box(box: Box | Sequence[float], index: int, width: int, height: int) -> Box:
+    """A given face box as a ``Box``, or ``InputError`` naming it: corners must be finite and ordered
+    (x0 < x1, y0 < y1), the side finite and positive, and the box must overlap the image (it may extend
+    past the image's edges: faces at the border are framed that way)."""
+    if isinstance(box, Box):
+        values, square = (box.cx, box.cy, box.side), box
+    else:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in box)
+        except (TypeError, ValueError):
+            raise InputError(f"box {index}: expected a Box or (x0, y0, x1, y1), got {box!r}") from None
+        values = (x0, y0, x1, y1)
+        if np.isfinite(values).all() and not (x1 > x0 and y1 > y0):
+            raise InputError(f"box {index}: corners must satisfy x0 < x1 and y0 < y1, got {values}")
+        square = Box.from_xyxy(x0, y0, x1, y1)
+    if not np.isfinite(values).all():
+        raise InputError(f"box {index}: not finite, got {values}")
+    if not square.side > 0:
+        raise InputError(f"box {index}: side must be > 0, got {square.side}")
+    x0, y0, x1, y1 = square.xyxy()
+    if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
+        raise InputError(f"box {index}: ({x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}) lies outside the "
+                         f"{width}x{height} image")
+    return square
 
 
 def rescale_face(face: FaceResult, scale: float) -> FaceResult:

@@ -39,3 +39,7 @@ class CheckpointError(TcdcnError, RuntimeError):
 
 class SchemeMismatchError(TcdcnError, ValueError):
     """A model scored on annotations of a landmark scheme it cannot be compared with."""
+
+
+class InputError(TcdcnError, ValueError):
+    """An argument that cannot be used: a degenerate or non-finite face box, an unsupported image source."""

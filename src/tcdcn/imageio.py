@@ -99,6 +99,9 @@ def _source_name(source: ImageSource) -> str:
         return "<array>"
     if isinstance(source, Image.Image):
         return getattr(source, "filename", "") or "<PIL image>"
+    if not isinstance(source, str | os.PathLike):
+        raise ImageError(f"<{type(source).__name__}>", "not an image: expected a file path, a PIL image or a "
+                                                       "numpy array")
     return os.fspath(source)
 
 
