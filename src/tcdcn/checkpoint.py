@@ -8,13 +8,12 @@ torch still unpickles is refused instead of being trained on or run.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write_with
 from .attributes import tasks_by_name
 from .config import Config, ConfigError, config_from_dict, config_to_dict
 from .denormals import flush_state_dict
@@ -59,22 +58,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """
     if isinstance(obj, dict):
         obj = {**obj, CHECKSUM_KEY: content_digest(obj)}
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_with(path, lambda fh: torch.save(obj, fh), mkdir=True)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
