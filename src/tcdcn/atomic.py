@@ -62,3 +62,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
     """Write ``text`` to ``path`` atomically (``encoding``, with undecodable file-name bytes kept as they
     were read); returns ``path``."""
     return atomic_write_bytes(path, text.encode(encoding, errors="surrogateescape"), fsync=fsync, mkdir=mkdir)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise ``OSError`` naming ``path`` unless a file can be written there (its folder created as needed):
+    for outputs written only at the end of a long run, checked before the run."""
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(21, "is a folder, not a file", str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    probe = temp_path_for(target)  # raises when the folder is not writable
+    probe.unlink()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .arguments import OneLineParser
 from .errors import TcdcnError
 from .progress import configure_from_arguments
 
@@ -42,10 +44,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
+    from .atomic import check_writable
     from .data.formats import read_annotations
     from .evaluate import evaluate
     from .runtime import apply_test_time_arguments, load_landmark_model, test_time_summary
 
+    if args.ced:  # checked before the run, whose results would otherwise be lost at the end
+        check_writable(Path(args.ced))
+        check_writable(Path(args.ced).with_suffix(".csv"))
     model = load_landmark_model(args.model, args.backend)
     # None keeps the model's defaults (mirror-averaging on for the shipped models, multi-crop for mtfl-5pt)
     apply_test_time_arguments(model, args)
@@ -87,7 +93,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tcdcn", description="TCDCN facial landmark detection")
+    parser = OneLineParser(prog="tcdcn", description="TCDCN facial landmark detection")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -140,3 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tcdcn: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file the command writes or reads outside the checked paths
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"tcdcn: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a defect: still one line, the traceback on request
+        if os.environ.get("TCDCN_DEBUG"):
+            raise
+        print(f"tcdcn: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(set TCDCN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 3

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .arguments import int_in
 from .atomic import atomic_write_bytes
 from .denormals import flush_onnx_initializers
 from .errors import TcdcnError
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tcdcn")
 
 DEFAULT_OPSET = 17
+SUPPORTED_OPSETS = (9, 20)  # what torch's TorchScript exporter writes without warnings
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("landmarks", "attribute_logits")
 # Written into metadata_props; bump when the graph's contract (inputs, outputs, metadata keys) changes.
@@ -399,12 +401,13 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="shipped model name or checkpoint path")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
     p.add_argument("--out", required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
+    p.add_argument("--opset", type=int_in(*SUPPORTED_OPSETS), default=DEFAULT_OPSET,
+                   help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[1]} (default %(default)s)")
     p.add_argument("--int8", action="store_true", help="also quantise to int8 (static, calibrated on training faces)")
     p.add_argument("--calibration-data", default=None,
                    help="annotation list or folder of TRAINING faces for int8 calibration (default: none for a "
                         "shipped model, whose int8 graph ships in the package; the checkpoint's data.train)")
-    p.add_argument("--calibration-faces", type=int, default=DEFAULT_CALIBRATION_FACES,
+    p.add_argument("--calibration-faces", type=int_in(1), default=DEFAULT_CALIBRATION_FACES,
                    help="number of calibration faces (default %(default)s)")
     p.set_defaults(func=run_export_command)
 

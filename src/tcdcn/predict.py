@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from .api import DEFAULT_MODEL, FaceResult, LandmarkDetector, rescale_face
+from .arguments import int_in
 from .atomic import atomic_write_bytes, temp_path_for
 from .errors import TcdcnError
 from .imageio import (
@@ -95,9 +96,9 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing of video landmarks")
     add_test_time_arguments(p)
-    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+    p.add_argument("--max-side", type=int_in(1), default=DEFAULT_MAX_SIDE,
                    help="decode images with the long side bounded to this many pixels (default %(default)s)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=int_in(1), default=DEFAULT_MAX_PIXELS,
                    help="refuse an image file that would decode to more pixels than this, before decoding "
                         "(default %(default)s)")
     add_progress_arguments(p)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import OneLineParser, int_in
 from .attributes import tasks_by_name
 from .config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml_mapping
 from .data.annotation import FaceAnnotation
@@ -395,10 +396,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="one results JSON per run (committed)")
     p.add_argument("--report", default=DEFAULT_REPORT,
                    help="markdown report; its figures go to figures/ beside it")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at the same time (separate processes)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: the config's)")
+    p.add_argument("--workers", type=int_in(1), default=1, help="runs trained at the same time (separate processes)")
+    p.add_argument("--threads", type=int_in(1), default=None, help="torch threads per worker (default: the config's)")
     p.add_argument("--variant", action="append", default=[], help="only this variant (repeatable)")
-    p.add_argument("--seed", action="append", type=int, default=[], help="only this seed (repeatable)")
+    p.add_argument("--seed", action="append", type=int_in(0), default=[], help="only this seed (repeatable)")
     p.add_argument("--report-only", action="store_true", help="regenerate the report from saved results only")
     p.add_argument("--no-report", action="store_true", help="train and evaluate, do not write the report")
     p.add_argument("--list", action="store_true", help="print each run's state (done/partial/todo) and exit")
@@ -462,7 +463,7 @@ def add_command(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tcdcn.studies", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tcdcn.studies", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     _add_arguments(parser)
     args = parser.parse_args(argv)

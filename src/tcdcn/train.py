@@ -106,6 +106,8 @@ class Trainer:
         enable_flush_to_zero()
         # ``train.device`` ("cpu" or "cuda") where the config has it; the CPU otherwise.
         device_name = str(getattr(cfg.train, "device", "cpu") or "cpu")
+        if device_name == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("train.device: cuda asked for, but torch sees no CUDA device here (use cpu)")
         self.dist = distributed if distributed is not None else init_from_environment(torch.device(device_name))
         if device_name == "cuda" and self.dist.is_distributed:
             device_name = f"cuda:{self.dist.local_rank}"
