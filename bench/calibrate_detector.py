@@ -3,15 +3,17 @@
 For every training face (80x80 images; the detector upsamples them x2.5 and pads them with a replicated
 border itself), run the raw detector, match its squares to the ground-truth convention box
 (``geometry.box_from_landmarks``) and print, per calibration source (``opencv-frontal``,
-``opencv-profile``, ``dlib``), the medians of ``side_gt / side_raw`` and ``(centre_gt - centre_raw) /
-side_raw``. Offsets are measured in the frame the detector ran in (the mirror image for the mirrored
-profile pass), which is how ``BoxCalibration`` applies them.
+``opencv-profile``, ``dlib``, ``mtcnn``, ``blazeface``), the medians of ``side_gt / side_raw`` and
+``(centre_gt - centre_raw) / side_raw``. Offsets are measured in the frame the detector ran in (the mirror
+image for the mirrored profile pass), which is how ``BoxCalibration`` applies them.
 
 Matching is done twice: first loosely (raw centre within 0.35 x gt side of the gt centre, ratio
 side_gt/side_raw in [0.8, 5]), then, around the first medians, tightly (the corrected centre within
 0.2 x gt side and the corrected side within a factor 1.3), so that stray detections do not bias the
 result. The test set is never read.
 
+    PYTHONPATH=src python bench/calibrate_detector.py --backend blazeface
+    PYTHONPATH=src python bench/calibrate_detector.py --backend mtcnn
     PYTHONPATH=src python bench/calibrate_detector.py --backend opencv
     PYTHONPATH=src python bench/calibrate_detector.py --backend dlib
 """
@@ -77,7 +79,7 @@ def _median_calibration(rows: list[tuple[float, float, float]]) -> BoxCalibratio
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", type=Path, default=DEFAULT_LIST, help="MTFL training list (training.txt)")
-    parser.add_argument("--backend", default="opencv", choices=("opencv", "dlib"))
+    parser.add_argument("--backend", default="blazeface", choices=("blazeface", "mtcnn", "opencv", "dlib"))
     parser.add_argument("--limit", type=int, default=0, help="use every k-th face so that at most this "
                         "many are run (0 = all)")
     args = parser.parse_args(argv)

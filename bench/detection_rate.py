@@ -7,8 +7,8 @@ detection rate (faces with a hit), mean IoU of the best hit against the gt box (
 IoU of the best-overlapping detection with misses counted as 0 (over all faces), detections per image
 that hit nothing, and time per image.
 
-    PYTHONPATH=src python bench/detection_rate.py                       # opencv, both data sets
-    PYTHONPATH=src python bench/detection_rate.py --backend opencv dlib
+    PYTHONPATH=src python bench/detection_rate.py                       # blazeface, both data sets
+    PYTHONPATH=src python bench/detection_rate.py --backend blazeface mtcnn opencv dlib
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sets", nargs="*", type=Path, default=DEFAULT_SETS,
                         help="MTFL list files or folders of .pts files")
-    parser.add_argument("--backend", nargs="+", default=["opencv"], choices=("opencv", "dlib"))
+    parser.add_argument("--backend", nargs="+", default=["blazeface"], choices=("blazeface", "mtcnn", "opencv", "dlib"))
     parser.add_argument("--limit", type=int, default=0, help="every k-th face, at most this many (0 = all)")
     args = parser.parse_args(argv)
 
