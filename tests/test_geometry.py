@@ -118,12 +118,13 @@ def test_normalised_coordinates() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    cx=st.floats(-200, 400),
-    cy=st.floats(-200, 400),
-    side=st.floats(4.0, 600.0),
-    rotation=st.floats(-180.0, 180.0),
+    cx=st.floats(-200, 400, allow_subnormal=False),
+    cy=st.floats(-200, 400, allow_subnormal=False),
+    side=st.floats(4.0, 600.0, allow_subnormal=False),
+    rotation=st.floats(-180.0, 180.0, allow_subnormal=False),
     size=st.integers(8, 128),
-    points=st.lists(st.tuples(st.floats(-300, 600), st.floats(-300, 600)), min_size=1, max_size=10),
+    points=st.lists(st.tuples(st.floats(-300, 600, allow_subnormal=False),
+                              st.floats(-300, 600, allow_subnormal=False)), min_size=1, max_size=10),
 )
 def test_points_round_trip_through_crop_and_back(cx: float, cy: float, side: float, rotation: float, size: int,
                                                  points: list[tuple[float, float]]) -> None:

@@ -27,7 +27,7 @@ ROUND_TRIP_TOLERANCE = 0.5 * 10 ** -PRINT_DECIMALS + 1e-4
 GEOMETRY_TOLERANCE = 1e-6  # relative to the coordinate scale, for float64 affine round trips
 POSES = ("pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile")
 
-coordinate = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)
+coordinate = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 image_name = st.from_regex(r"[A-Za-z0-9_]{1,12}([/\\][A-Za-z0-9_]{1,12}){0,2}\.(jpg|png)", fullmatch=True)
 binary_code = st.sampled_from([1, 2])
 pose_code = st.integers(min_value=1, max_value=5)
@@ -116,10 +116,10 @@ def test_pts_count_mismatch_is_rejected(points: list[tuple[float, float]], extra
 
 
 # ---- geometry --------------------------------------------------------------------------------------
-centre = st.floats(min_value=-2000, max_value=2000, allow_nan=False)
-side = st.floats(min_value=1.0, max_value=2000, allow_nan=False)
+centre = st.floats(min_value=-2000, max_value=2000, allow_nan=False, allow_subnormal=False)
+side = st.floats(min_value=1.0, max_value=2000, allow_nan=False, allow_subnormal=False)
 boxes = st.builds(Box, centre, centre, side)
-angles = st.floats(min_value=-180, max_value=180, allow_nan=False)
+angles = st.floats(min_value=-180, max_value=180, allow_nan=False, allow_subnormal=False)
 crop_sizes = st.integers(min_value=8, max_value=256)
 image_points = st.lists(st.tuples(centre, centre), min_size=1, max_size=20).map(np.asarray)
 
@@ -154,12 +154,14 @@ def test_box_from_rectangle_keeps_centre_and_mean_side(x0: float, y0: float, wid
     assert math.isclose(box.side, (width + height) / 2, abs_tol=tol)
 
 
-five_point_faces = st.lists(st.tuples(st.floats(20, 40), st.floats(20, 40)), min_size=5, max_size=5).map(
+five_point_faces = st.lists(st.tuples(st.floats(20, 40, allow_subnormal=False),
+                                      st.floats(20, 40, allow_subnormal=False)), min_size=5, max_size=5).map(
     lambda pts: np.asarray(pts, dtype=np.float32))
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(landmarks=five_point_faces, rotation=st.floats(-30, 30), size=st.sampled_from([32, 48, 60]))
+@given(landmarks=five_point_faces, rotation=st.floats(-30, 30, allow_subnormal=False),
+       size=st.sampled_from([32, 48, 60]))
 def test_mirroring_twice_is_the_identity(landmarks: np.ndarray, rotation: float, size: int) -> None:
     """A mirrored crop's landmarks, mirrored back (flip x, swap left/right points), are the plain crop's."""
     image = np.random.default_rng(0).integers(0, 256, (60, 60), dtype=np.uint8)

@@ -15,6 +15,7 @@ centred at ``(W-1)/2`` with side W.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -146,6 +147,93 @@ def _area_reduced(image: np.ndarray, matrix: np.ndarray, size: int, scale: float
     composed = matrix[:, :2] @ to_image[:, :2]
     offset = matrix[:, :2] @ to_image[:, 2] + matrix[:, 2]
     return reduced, np.concatenate([composed, offset[:, None]], axis=1)
+
+
+def crop_matrices(boxes: np.ndarray, size: int) -> np.ndarray:
+    """``crop_matrix`` (no rotation) of every box in ``(..., 3)`` (cx, cy, side) -> ``(..., 2, 3)``."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    s = size / boxes[..., 2]  # (...)
+    c = (size - 1) / 2.0
+    zero = np.zeros_like(s)
+    return np.stack([np.stack([s, zero, c - s * boxes[..., 0]], axis=-1),
+                     np.stack([zero, s, c - s * boxes[..., 1]], axis=-1)], axis=-2)  # (..., 2, 3)
+
+
+def invert_affines(matrices: np.ndarray) -> np.ndarray:
+    """The inverse of every 2x3 affine in ``(..., 2, 3)`` (cv2.invertAffineTransform's arithmetic;
+    a singular matrix gives zeros, as there)."""
+    m = np.asarray(matrices, dtype=np.float64)
+    det = m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]  # (...)
+    inv_det = np.divide(1.0, det, out=np.zeros_like(det), where=det != 0)
+    a11, a22 = m[..., 1, 1] * inv_det, m[..., 0, 0] * inv_det
+    a12, a21 = -m[..., 0, 1] * inv_det, -m[..., 1, 0] * inv_det
+    b1 = -a11 * m[..., 0, 2] - a12 * m[..., 1, 2]
+    b2 = -a21 * m[..., 0, 2] - a22 * m[..., 1, 2]
+    return np.stack([np.stack([a11, a12, b1], axis=-1), np.stack([a21, a22, b2], axis=-1)], axis=-2)
+
+
+def apply_affines(matrices: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Each 2x3 affine of ``(..., 2, 3)`` applied to its points ``(..., P, 2)`` -> ``(..., P, 2)``."""
+    m = np.asarray(matrices, dtype=np.float64)
+    pts = np.asarray(points, dtype=np.float64)
+    return np.einsum("...ij,...pj->...pi", m[..., :2], pts) + m[..., None, :, 2]
+
+
+def warp_shifted_crops(images: Sequence[np.ndarray], matrices: np.ndarray, size: int, antialias: bool = True,
+                       shared_reduction: bool = True) -> np.ndarray:
+    """``warp_crop`` of J crops of each image, the J crops of an image differing only by a shift.
+
+    ``matrices`` ``(F, J, 2, 3)``: image -> crop matrices, one scale per image (row). Where that scale
+    shrinks, ``shared_reduction`` area-reduces the image region under the union of the image's J crops
+    once and warps every crop from it; without it each crop reduces its own region, as ``warp_crop``
+    does (the same crops, bit for bit, at one more ``cv2.resize`` per crop). A shared reduction grid
+    starts at the union's corner rather than at each crop's, which moves the bilinear taps and the
+    area-averaging footprints by a fraction of a pixel: about a grey level per pixel where the regions
+    differ, nothing where every region is clipped to the whole image (a face box as large as the image).
+    Returns ``(F, J, size, size)`` crops of the first image's dtype.
+    """
+    m = np.asarray(matrices, dtype=np.float64)  # (F, J, 2, 3)
+    n_faces, n_crops = m.shape[:2]
+    if n_faces == 0:
+        return np.zeros((0, n_crops, size, size), dtype=np.uint8)
+    out = np.empty((n_faces, n_crops, size, size), dtype=images[0].dtype)
+    scale = np.sqrt(np.abs(m[:, 0, 0, 0] * m[:, 0, 1, 1] - m[:, 0, 0, 1] * m[:, 0, 1, 0]))  # (F,)
+    reduce = (scale < ANTIALIAS_BELOW_SCALE) if antialias else np.zeros(n_faces, dtype=bool)
+    # Crop j reads reduced region group_of[j]: one region per face when shared, else one per crop.
+    group_of = np.zeros(n_crops, dtype=np.int64) if shared_reduction else np.arange(n_crops)
+    sources = m
+    if reduce.any():
+        shapes = np.array([image.shape[:2] for image in images], dtype=np.int64)  # (F, 2) height, width
+        last = size - 1
+        corners = np.array([[0, 0], [last, 0], [0, last], [last, last]], dtype=np.float64)
+        in_image = apply_affines(invert_affines(m), np.broadcast_to(corners, (n_faces, n_crops, 4, 2)))  # (F, J, 4, 2)
+        lo, hi = in_image.min(axis=2), in_image.max(axis=2)  # (F, J, 2)
+        if shared_reduction:
+            lo, hi = lo.min(axis=1, keepdims=True), hi.max(axis=1, keepdims=True)  # (F, 1, 2)
+        margin = 2.0 / scale[:, None, None]  # (F, 1, 1): the bilinear taps of the reduced image stay inside
+        limit = (shapes[:, ::-1] - 1)[:, None, :]  # (F, 1, 2) width - 1, height - 1
+        start = np.clip(np.floor(lo - margin), 0, limit).astype(np.int64)  # (F, G, 2)
+        stop = np.clip(np.ceil(hi + margin), start, limit).astype(np.int64) + 1  # (F, G, 2)
+        extent = stop - start  # (F, G, 2)
+        reduced_sizes = np.maximum(1, np.round(extent * scale[:, None, None])).astype(np.int64)  # (F, G, 2)
+        # cv2.resize maps pixel centres: q = (p - origin + 0.5) * f - 0.5 per axis, so p = (q + 0.5) / f - 0.5 + origin.
+        f = (reduced_sizes / extent)[:, group_of]  # (F, J, 2)
+        to_image = np.zeros((n_faces, n_crops, 2, 3))
+        to_image[..., 0, 0], to_image[..., 1, 1] = 1 / f[..., 0], 1 / f[..., 1]
+        to_image[..., 2] = 0.5 / f - 0.5 + start[:, group_of]
+        composed = m[..., :2] @ to_image[..., :2]  # (F, J, 2, 2)
+        offset = (m[..., :2] @ to_image[..., 2:])[..., 0] + m[..., 2]  # (F, J, 2)
+        sources = np.where(reduce[:, None, None, None], np.concatenate([composed, offset[..., None]], axis=-1), m)
+    for k, image in enumerate(images):
+        source = image
+        for j in range(n_crops):
+            if reduce[k] and (j == 0 or group_of[j] != group_of[j - 1]):
+                (x0, y0), (x1, y1) = start[k, group_of[j]], stop[k, group_of[j]]
+                width, height = reduced_sizes[k, group_of[j]]
+                source = cv2.resize(image[y0:y1, x0:x1], (int(width), int(height)), interpolation=cv2.INTER_AREA)
+            out[k, j] = cv2.warpAffine(source, sources[k, j], (size, size), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)
+    return out
 
 
 def to_normalised(points_crop: np.ndarray, size: int) -> np.ndarray:

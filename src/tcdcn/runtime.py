@@ -7,9 +7,10 @@ torch, at module level or on the ONNX code path, so ``predict`` works where torc
 (the crop and the mapping back to image pixels are the same geometry/transforms functions the torch
 path uses).
 
-``load_landmark_model(name_or_path, backend)`` picks the backend: an ``.onnx`` path runs on
-onnxruntime; "auto" uses torch when it is installed and onnxruntime otherwise (a shipped model name
-then loads its shipped ``.onnx`` twin).
+``load_landmark_model(name_or_path, backend)`` picks the backend: "auto" (the default) runs every
+model on onnxruntime, the faster backend for this network (a shipped model name loads its shipped
+``.onnx`` twin; a checkpoint is exported to a temporary ONNX graph first); "torch" runs a checkpoint
+in torch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +26,26 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import int_in
 from .attributes import AttributeTask
-from .data.transforms import make_crop
+from .data.transforms import box_array, make_jittered_crops
 from .errors import CheckpointError, TcdcnError
-from .geometry import Box, CropJitter, apply_affine, box_from_landmarks, from_normalised, invert_affine
+from .geometry import BOX_SCALE, Box, CropJitter, apply_affines, box_from_landmarks, from_normalised, invert_affines
 from .schemes import LandmarkScheme, get_scheme
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "int8")
+MAX_BOX_REFINEMENTS = 10  # each is a full pass; answers stop moving after one or two
 ONNX_FORMAT_NAME = "tcdcn-onnx"  # the "format" metadata value tcdcn.export writes
+# Faces whose crops are built together (bounded memory); evaluation streams faces in blocks this size.
 DEFAULT_BATCH_SIZE = 256
+# Crops per network call (mirror images included) when predict gets no batch_size, from
+# bench/default_inference.py --batch-sizes on the grid crops: torch on one thread was fastest at 32-64
+# (128-256: 20-35% more per crop, the activations leave the cache), torch on two threads at 256 (half
+# the time per crop of 64: each layer's thread hand-off is paid per call); onnxruntime was within 2%
+# from 32 to 256 on one thread and fastest at 256 on two.
+TORCH_ONE_THREAD_CROPS_PER_CALL = 64
+TORCH_CROPS_PER_CALL = 256
+ONNX_CROPS_PER_CALL = 256
 
 
 class BackendError(TcdcnError, RuntimeError):
@@ -73,21 +86,30 @@ class CropLandmarkModel:
     # (P, 2) normalised shift folded into the landmark head after training (tcdcn.calibration), or None.
     # Mirror-averaging must put it back on the mirrored pass, which otherwise applies it mirrored.
     landmark_shift: np.ndarray | None = None
+    # Crops per network call when ``predict`` gets no ``batch_size``; None: ``default_crops_per_call``.
+    crops_per_call: int | None = None
+    # The multi-crop grid's crops of a face share one area reduction (geometry.warp_shifted_crops); False
+    # reduces once per crop, bit for bit the crops of data.transforms.make_crop, at a higher cost.
+    shared_crop_reduction: bool = True
 
     def crops(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
         """(N, 1, S, S) float32 crops and (N, 2, 3) crop->image matrices (as LandmarkModel.crops)."""
-        crops, inverses = [], []
-        for image, box in zip(grey_images, boxes, strict=True):
-            crop, _, matrix = make_crop(image, box, self.input_size)
-            crops.append(crop)
-            inverses.append(invert_affine(matrix))
-        return np.stack(crops)[:, None], np.stack(inverses)
+        if len(grey_images) != len(boxes):
+            raise ValueError(f"{len(grey_images)} images for {len(boxes)} boxes")
+        crops, matrices = make_jittered_crops(grey_images, boxes, self.input_size, (CropJitter(),))  # (N, 1, S, S)
+        return crops.astype(np.float32), invert_affines(matrices[:, 0])
 
     def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def default_crops_per_call(self) -> int:
+        """The torch backend's call size, by torch's thread count (the onnxruntime backend overrides it)."""
+        torch = sys.modules.get("torch")  # loaded by the torch backend; never imported here
+        threads = torch.get_num_threads() if torch is not None else 1
+        return TORCH_ONE_THREAD_CROPS_PER_CALL if threads == 1 else TORCH_CROPS_PER_CALL
+
     def predict(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box],
-                batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction:
+                batch_size: int | None = None) -> Prediction:
         """Landmarks in image pixels and attribute probabilities for one box per image.
 
         With ``box_refinements`` K > 0, the box alone is predicted K times, each time re-framed on the
@@ -96,15 +118,21 @@ class CropLandmarkModel:
         ``CropJitter`` of its box and the landmarks (mapped back to image pixels) and attribute logits
         averaged over the crops. With ``mirror_average`` set, each crop is also run mirrored and the two
         answers averaged (mirrored points put back through the scheme's flip pairs, left/right tasks
-        swapped back). All crops of a batch go through the network in one call; ``batch_size`` bounds
-        that call's crop count.
+        swapped back). ``grey_images[i]`` holds face ``i``; faces of one image may share one array (it
+        is never copied). The crops of all faces go through the network in calls of at most
+        ``batch_size`` crops, mirror images included (None: ``crops_per_call``, else the backend's
+        ``default_crops_per_call``).
         """
+        if len(grey_images) != len(boxes):
+            raise ValueError(f"{len(grey_images)} images for {len(boxes)} boxes")
         if len(boxes) == 0:
             return Prediction(np.zeros((0, self.scheme.num_points, 2)), np.zeros((0, len(self.task_names))))
+        per_call = batch_size or self.crops_per_call or self.default_crops_per_call()
+        box_rows = box_array(boxes)  # (F, 3)
         for _ in range(self.box_refinements):
-            previous = self._predict_crops(grey_images, boxes, (CropJitter(),), batch_size)
-            boxes = [self._refined_box(points, box) for points, box in zip(previous.landmarks, boxes)]
-        return self._predict_crops(grey_images, boxes, self.multi_crop or (CropJitter(),), batch_size)
+            previous = self._predict_crops(grey_images, box_rows, (CropJitter(),), per_call)
+            box_rows = self._refined_boxes(previous.landmarks, box_rows)
+        return self._predict_crops(grey_images, box_rows, self.multi_crop or (CropJitter(),), per_call)
 
     def _refined_box(self, points: np.ndarray, box: Box) -> Box:
         """The convention's box of predicted ``points`` (P, 2); ``box`` if they are degenerate."""
@@ -113,26 +141,34 @@ class CropLandmarkModel:
         except ValueError:
             return box
 
-    def _predict_crops(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box],
+    def _refined_boxes(self, points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """``_refined_box`` of every face at once: points (F, P, 2), boxes (F, 3) -> (F, 3)."""
+        five = self.scheme.five_points(np.asarray(points, dtype=np.float64))  # (F, 5, 2)
+        lo, hi = five.min(axis=1), five.max(axis=1)  # (F, 2)
+        extent = (hi - lo).max(axis=1)  # (F,)
+        refined = np.concatenate([(lo + hi) / 2.0, extent[:, None] * BOX_SCALE], axis=1)  # (F, 3)
+        usable = np.isfinite(extent) & (extent > 0)
+        return np.where(usable[:, None], refined, boxes)
+
+    def _predict_crops(self, grey_images: Sequence[np.ndarray], boxes: np.ndarray,
                        jitters: tuple[CropJitter, ...], batch_size: int) -> Prediction:
-        """One pass over ``boxes``, each cropped once per jitter (and mirrored when set), averaged."""
-        n = len(boxes)
-        faces_per_call = max(1, batch_size // (len(jitters) * (2 if self.mirror_average else 1)))
+        """One pass over ``boxes`` (F, 3), each cropped once per jitter (and mirrored when set), averaged."""
+        size, n_jitters = self.input_size, len(jitters)
+        per_call = max(1, batch_size // (2 if self.mirror_average else 1))  # crops before their mirror images
         out_landmarks, out_probabilities = [], []
-        for start in range(0, n, faces_per_call):
-            part = slice(start, start + faces_per_call)
-            crops, inverses = [], []
-            for jitter in jitters:
-                jitter_crops, jitter_inverses = self.crops(grey_images[part], [jitter.apply(b) for b in boxes[part]])
-                crops.append(jitter_crops)
-                inverses.append(jitter_inverses)
-            normalised, logits = self._run_crops(np.concatenate(crops))  # (J*b, P, 2), (J*b, T)
-            crop_px = from_normalised(normalised, self.input_size)  # (J*b, P, 2)
-            image_px = np.stack([apply_affine(m, p) for m, p in zip(np.concatenate(inverses), crop_px)])
-            b = len(crops[0])
-            out_landmarks.append(image_px.reshape(len(jitters), b, *image_px.shape[1:]).mean(axis=0))  # (b, P, 2)
-            logits = logits.reshape(len(jitters), b, -1).mean(axis=0)  # (b, T)
-            out_probabilities.append(1.0 / (1.0 + np.exp(-logits)))
+        for start in range(0, len(boxes), DEFAULT_BATCH_SIZE):
+            part = slice(start, start + DEFAULT_BATCH_SIZE)
+            crops, matrices = make_jittered_crops(grey_images[part], boxes[part], size, jitters,
+                                                  self.shared_crop_reduction)  # (b, J, S, S), (b, J, 2, 3)
+            b = len(crops)
+            flat = crops.reshape(b * n_jitters, 1, size, size)  # (b*J, 1, S, S), face-major
+            outputs = [self._run_crops(flat[i:i + per_call].astype(np.float32))
+                       for i in range(0, len(flat), per_call)]
+            normalised = np.concatenate([o[0] for o in outputs]).reshape(b, n_jitters, -1, 2)  # (b, J, P, 2)
+            logits = np.concatenate([o[1] for o in outputs]).reshape(b, n_jitters, -1)  # (b, J, T)
+            image_px = apply_affines(invert_affines(matrices), from_normalised(normalised, size))  # (b, J, P, 2)
+            out_landmarks.append(image_px.mean(axis=1))  # (b, P, 2)
+            out_probabilities.append(1.0 / (1.0 + np.exp(-logits.mean(axis=1))))  # (b, T)
         return Prediction(np.concatenate(out_landmarks), np.concatenate(out_probabilities))
 
     def _run_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,6 +219,8 @@ class OnnxLandmarkModel(CropLandmarkModel):
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1  # the graph is a chain: no parallel branches to run
         options.graph_optimization_level = levels[optimization]
+        # Denormal activations or weights (a user's own export) cost some x86 CPUs many times the time.
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -208,6 +246,9 @@ class OnnxLandmarkModel(CropLandmarkModel):
     @classmethod
     def load(cls, path: str | Path, threads: int = 0) -> OnnxLandmarkModel:
         return cls(path, threads=threads)
+
+    def default_crops_per_call(self) -> int:
+        return ONNX_CROPS_PER_CALL
 
     def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,1,S,S) crops -> normalised landmarks (N,P,2) and attribute logits (N,T)."""
@@ -242,7 +283,7 @@ def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
                         help="average the predictions of a 3x3 grid of slightly moved face boxes (default: the "
                              "model's choice, on for the shipped models, off for checkpoints and exported files)")
-    parser.add_argument("--box-refinements", type=int, default=None, metavar="K",
+    parser.add_argument("--box-refinements", type=int_in(0, MAX_BOX_REFINEMENTS), default=None, metavar="K",
                         help="re-frame each face K times on the box of its predicted points before the last "
                              "pass (default: the model's choice, 1 for the shipped models, 0 for files)")
 
@@ -263,19 +304,19 @@ def with_mirror_images(crops: np.ndarray) -> np.ndarray:
     return np.concatenate([crops, crops[..., ::-1]])
 
 
-def shipped_onnx_file(name: str) -> Path | None:
-    """The ``.onnx`` twin of a shipped model (same folder and stem as its .pt), checksum verified
-    when the weights record carries ``onnx_sha256``; None when the name is not a shipped model."""
+def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
+    """The ``.onnx`` twin of a shipped model (same folder and stem as its .pt), or with ``int8`` its
+    ``.int8.onnx`` twin, checksum verified; None when the name is not a shipped model."""
     from .weights import SHIPPED, sha256_of
 
     record = SHIPPED.get(name)
     if record is None:
         return None
-    path = record.path().with_suffix(".onnx")
+    path = record.path().with_suffix(".int8.onnx" if int8 else ".onnx")
     if not path.is_file():
-        raise CheckpointError(f"{path}: shipped model {name!r} has no ONNX file in this installation "
-                              "(install torch, or export one with `tcdcn export`)")
-    expected = getattr(record, "onnx_sha256", "")
+        raise CheckpointError(f"{path}: shipped model {name!r} has no {'int8 ' if int8 else ''}ONNX file in this "
+                              "installation (export one with `tcdcn export`)")
+    expected = record.int8_onnx_sha256 if int8 else record.onnx_sha256
     if expected and sha256_of(path) != expected:
         raise CheckpointError(f"{path}: sha256 does not match the expected {expected[:12]}...")
     return path
@@ -284,26 +325,31 @@ def shipped_onnx_file(name: str) -> Path | None:
 def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads: int = 0) -> Any:
     """A landmark model on the chosen backend: ``LandmarkModel`` (torch) or ``OnnxLandmarkModel``.
 
-    "auto": an ``.onnx`` file runs on onnxruntime; anything else on torch when installed, otherwise on
-    onnxruntime (shipped names use their shipped ``.onnx``). "onnx" with a checkpoint exports it to a
-    temporary ONNX file first (this needs torch). ``threads`` applies to onnxruntime only.
+    "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured
+    (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through its shipped ``.onnx``
+    twin, a checkpoint through a temporary ONNX export (this needs torch, and keeps the checkpoint's
+    test-time options). "onnx" is the same. "int8" runs a shipped name's int8 graph (a checkpoint needs
+    ``tcdcn export --int8`` first). "torch" runs the checkpoint in torch. ``threads`` applies to
+    onnxruntime only.
     """
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     text = str(name_or_path)
-    is_onnx_file = text.lower().endswith(".onnx")
-    if is_onnx_file:
+    if text.lower().endswith(".onnx"):
         if backend == "torch":
             raise BackendError(f"{text}: an ONNX file runs on the onnx backend, not torch")
         return OnnxLandmarkModel(text, threads=threads, source=text)
     has_torch = torch_available()
-    if backend == "torch" or (backend == "auto" and has_torch):
+    if backend == "torch":
         if not has_torch:
             raise BackendError(f"{text}: backend 'torch' asked for but torch is not installed")
         from .inference import LandmarkModel
 
         return LandmarkModel.load(text)
-    shipped = shipped_onnx_file(text)
+    shipped = shipped_onnx_file(text, int8=backend == "int8")
+    if backend == "int8" and shipped is None:
+        raise BackendError(f"{text}: backend 'int8' runs a shipped model's int8 graph or an .onnx file; for a "
+                           "checkpoint, make one with `tcdcn export --int8` and pass its path")
     if shipped is not None:
         from .weights import apply_test_time_defaults
 
@@ -323,6 +369,11 @@ def _export_and_load(checkpoint: str, threads: int) -> OnnxLandmarkModel:
     from .export import export_onnx
     from .inference import LandmarkModel
 
+    torch_model = LandmarkModel.load(checkpoint)
     with tempfile.TemporaryDirectory() as tmpdir:
-        path = export_onnx(LandmarkModel.load(checkpoint), Path(tmpdir) / "model.onnx")
-        return OnnxLandmarkModel(path, threads=threads, source=checkpoint)
+        path = export_onnx(torch_model, Path(tmpdir) / "model.onnx")
+        model = OnnxLandmarkModel(path, threads=threads, source=checkpoint)
+    model.mirror_average = torch_model.mirror_average
+    model.multi_crop = torch_model.multi_crop
+    model.box_refinements = torch_model.box_refinements
+    return model

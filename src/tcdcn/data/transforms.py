@@ -6,13 +6,23 @@ photometric changes (``AugmentConfig``); evaluation and inference use the box as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from ..config import AugmentConfig
-from ..geometry import Box, apply_affine, crop_matrix, to_normalised, warp_crop
+from ..geometry import (
+    Box,
+    CropJitter,
+    apply_affine,
+    crop_matrices,
+    crop_matrix,
+    to_normalised,
+    warp_crop,
+    warp_shifted_crops,
+)
 from ..schemes import LandmarkScheme
 
 
@@ -98,3 +108,35 @@ def make_crop(
                 raise ValueError("mirroring landmarks needs their scheme (flip pairs)")
             norm = norm[scheme.flip_index] * np.array([-1.0, 1.0], dtype=np.float32)
     return crop, norm, matrix
+
+
+def box_array(boxes: Sequence[Box] | np.ndarray) -> np.ndarray:
+    """Boxes as a ``(N, 3)`` float64 array of (cx, cy, side)."""
+    if isinstance(boxes, np.ndarray):
+        return boxes.astype(np.float64).reshape(-1, 3)
+    return np.array([(b.cx, b.cy, b.side) for b in boxes], dtype=np.float64).reshape(-1, 3)
+
+
+def make_jittered_crops(images: Sequence[np.ndarray], boxes: Sequence[Box] | np.ndarray, size: int,
+                        jitters: Sequence[CropJitter], shared_reduction: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``make_crop`` without augmentation of every box moved by every jitter, all at once.
+
+    ``images[i]`` holds face ``i`` (the same array may repeat, it is never copied); ``boxes`` are
+    ``Box`` objects or a ``(F, 3)`` array. Returns ``(F, J, size, size)`` crops (the images' dtype) and
+    the ``(F, J, 2, 3)`` image -> crop matrices. With ``shared_reduction`` the jitters of one scale
+    share one area reduction per face (``geometry.warp_shifted_crops``; crops within about a grey level
+    of ``make_crop``'s); without it, or for a single jitter, the crops are ``make_crop``'s exactly.
+    """
+    base = box_array(boxes)  # (F, 3)
+    steps = np.array([(j.dx, j.dy, j.scale) for j in jitters], dtype=np.float64).reshape(-1, 3)  # (J, 3)
+    side = base[:, None, 2]  # (F, 1)
+    moved = np.stack([base[:, None, 0] + steps[:, 0] * side, base[:, None, 1] + steps[:, 1] * side,
+                      side * steps[:, 2]], axis=-1)  # (F, J, 3), as CropJitter.apply
+    matrices = crop_matrices(moved, size)  # (F, J, 2, 3)
+    if len(steps) and np.all(steps[:, 2] == steps[0, 2]):
+        return warp_shifted_crops(images, matrices, size, shared_reduction=shared_reduction), matrices
+    crops = np.empty((len(base), len(steps), size, size), dtype=images[0].dtype if len(images) else np.uint8)
+    for scale in np.unique(steps[:, 2]):  # one shared reduction per scale
+        chosen = np.flatnonzero(steps[:, 2] == scale)
+        crops[:, chosen] = warp_shifted_crops(images, matrices[:, chosen], size, shared_reduction=shared_reduction)
+    return crops, matrices
