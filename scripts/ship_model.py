@@ -3,9 +3,9 @@
     python scripts/ship_model.py runs/mtfl-5pt/best.pt mtfl-5pt [--mirror-calibration configs/mtfl-5pt.yaml]
     python scripts/ship_model.py RUN/best.pt candidate --mirror-calibration configs/mtfl-5pt.yaml --to runs/candidate.pt
 
-Writes ``src/tcdcn/weights/NAME.pt`` (model, config, scheme, tasks and the learned task covariance and
+Writes ``src/tcdcn/models/weights/NAME.pt`` (model, config, scheme, tasks and the learned task covariance and
 coefficients; no optimiser or RNG state) and ``NAME.onnx``, and prints their sha256 for
-``tcdcn.weights.SHIPPED``, which must then be edited by hand with the figures the model reached.
+``tcdcn.models.registry.SHIPPED``, which must then be edited by hand with the figures the model reached.
 
 ``--mirror-calibration CONFIG`` first folds the horizontal offset that mirror augmentation leaves (see
 ``tcdcn.calibration``) into the landmark head, fitted on the validation split CONFIG carves from its
@@ -22,20 +22,25 @@ from typing import Any
 
 import onnx
 
-from tcdcn.calibration import cross_fitted_error, fold_landmark_offset, horizontal_offsets, prediction_offsets
-from tcdcn.checkpoint import atomic_save, read_checkpoint
 from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
-from tcdcn.denormals import flush_state_dict, onnx_denormal_count, zero_fraction
-from tcdcn.export import DEFAULT_CALIBRATION_FACES, calibration_crops, export_onnx, quantize_int8
-from tcdcn.inference import LandmarkModel
-from tcdcn.weights import sha256_of
+from tcdcn.evaluation.calibration import (
+    cross_fitted_error,
+    fold_landmark_offset,
+    horizontal_offsets,
+    prediction_offsets,
+)
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.export import DEFAULT_CALIBRATION_FACES, calibration_crops, export_onnx, quantize_int8
+from tcdcn.models.checkpoint import atomic_save, read_checkpoint
+from tcdcn.models.denormals import flush_state_dict, onnx_denormal_count, zero_fraction
+from tcdcn.models.registry import sha256_of
 
 # What a shipped file keeps from a training checkpoint.
 # (best_val_nme is left out: a last-epoch file would carry another epoch's figure; SHIPPED records the metrics.)
 SHIPPED_KEYS = ("model", "config", "scheme", "tasks", "task_covariance", "task_coefficients", "mirror_calibration")
-WEIGHTS_DIR = Path("src/tcdcn/weights")  # run from the repository root (the ONNX metadata keeps this path)
+WEIGHTS_DIR = Path("src/tcdcn/models/weights")  # run from the repository root (the ONNX metadata keeps this path)
 
 
 def main(argv: list[str] | None = None) -> int:

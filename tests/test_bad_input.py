@@ -17,15 +17,15 @@ import pytest
 import torch
 import yaml
 
-from tcdcn.checkpoint import atomic_save, weights_payload
 from tcdcn.cli import main
 from tcdcn.config import Config, ModelConfig, load_config
 from tcdcn.data.dataset import FaceDataset
 from tcdcn.data.formats import read_annotations, read_mtfl, read_pts_folder
 from tcdcn.errors import AnnotationError, CheckpointError, ConfigError, ImageError
-from tcdcn.evaluate import evaluate
-from tcdcn.inference import LandmarkModel
-from tcdcn.model import TCDCN
+from tcdcn.evaluation.protocol import evaluate
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.models.checkpoint import atomic_save, weights_payload
+from tcdcn.models.network import TCDCN
 from tcdcn.schemes import MTFL_5
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -8,12 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from tcdcn.calibration import cross_fitted_error, fold_landmark_offset, horizontal_offsets, prediction_offsets
 from tcdcn.config import Config
 from tcdcn.data.annotation import FaceAnnotation
+from tcdcn.evaluation.calibration import (
+    cross_fitted_error,
+    fold_landmark_offset,
+    horizontal_offsets,
+    prediction_offsets,
+)
 from tcdcn.geometry import box_from_landmarks
-from tcdcn.inference import LandmarkModel
-from tcdcn.model import TCDCN
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.models.network import TCDCN
 from tcdcn.schemes import get_scheme
 
 
@@ -85,7 +90,7 @@ def test_mirror_averaging_keeps_a_folded_shift(mtfl_train_faces: list[FaceAnnota
     """Test-time mirroring of a calibrated model = mirroring of the uncalibrated one, plus the shift."""
     import copy
 
-    from tcdcn.imageio import load_image, to_grey
+    from tcdcn.io.images import load_image, to_grey
 
     faces = mtfl_train_faces[:4]
     greys = [to_grey(load_image(f.image_path)) for f in faces]
@@ -107,7 +112,7 @@ def test_mirror_averaging_keeps_a_folded_shift(mtfl_train_faces: list[FaceAnnota
 def test_mirror_averaged_prediction_is_mirror_equivariant(mtfl_train_faces: list[FaceAnnotation]) -> None:
     """Mirror-averaging answers a mirrored face with the mirror of its answer (points re-paired)."""
     from tcdcn.geometry import Box
-    from tcdcn.imageio import load_image, to_grey
+    from tcdcn.io.images import load_image, to_grey
 
     faces = mtfl_train_faces[:4]
     greys = [to_grey(load_image(f.image_path)) for f in faces]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tcdcn.checkpoint import atomic_save
 from tcdcn.cli import main
 from tcdcn.config import config_from_dict
 from tcdcn.data.annotation import FaceAnnotation
-from tcdcn.train import Trainer
+from tcdcn.models.checkpoint import atomic_save
+from tcdcn.training.trainer import Trainer
 
 NUM_FACES = 20
 SUMMARY_KEYS = {"n", "nme", "failure_rate", "per_landmark", "attribute_accuracy"}
@@ -92,8 +92,8 @@ def test_mirror_averaging_follows_the_model_unless_told(model_file: Path, test_l
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     # A checkpoint runs one pass by default; the shipped models run mirror-averaged (their records say so);
     # --flip / --no-flip override either, and the JSON says which ran.
-    from tcdcn.inference import LandmarkModel
-    from tcdcn.weights import SHIPPED
+    from tcdcn.inference.backends.torch import LandmarkModel
+    from tcdcn.models.registry import SHIPPED
 
     assert not LandmarkModel.load(model_file).mirror_average
     for name, record in SHIPPED.items():
@@ -110,7 +110,7 @@ def test_mirror_averaging_follows_the_model_unless_told(model_file: Path, test_l
 
 def test_evaluate_cli_says_and_switches_multi_crop(model_file: Path, test_list: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from tcdcn.weights import STANDARD_MULTI_CROP
+    from tcdcn.models.registry import STANDARD_MULTI_CROP
 
     runs = {}
     for model in (str(model_file), "mtfl-5pt"):

@@ -11,8 +11,10 @@ import pytest
 import torch
 from test_export import random_model
 
-from tcdcn.checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
-from tcdcn.denormals import (
+from tcdcn.inference.export import export_onnx
+from tcdcn.inference.pipeline import OnnxLandmarkModel
+from tcdcn.models.checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
+from tcdcn.models.denormals import (
     FLOAT32_TINY,
     count_denormals,
     denormal_mask,
@@ -20,10 +22,8 @@ from tcdcn.denormals import (
     flush_state_dict,
     onnx_denormal_count,
 )
-from tcdcn.export import export_onnx
-from tcdcn.runtime import OnnxLandmarkModel
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "tcdcn" / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "tcdcn" / "models" / "weights"
 
 
 def _shipped(suffix: str) -> list[Path]:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tcdcn.data.formats import read_mtfl
-from tcdcn.detect import (
+from tcdcn.geometry import Box, box_from_landmarks
+from tcdcn.inference.detectors.face_detector import (
     BoxCalibration,
     Detection,
     FaceDetector,
@@ -16,8 +17,7 @@ from tcdcn.detect import (
     box_iou,
     non_max_suppression,
 )
-from tcdcn.geometry import Box, box_from_landmarks
-from tcdcn.imageio import load_image
+from tcdcn.io.images import load_image
 
 MTFL_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtfl" / "testing.txt"
 

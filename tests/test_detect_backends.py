@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 
 from tcdcn.data.formats import read_mtfl
-from tcdcn.detect import ASSETS, CALIBRATIONS, DEFAULT_BACKEND, DEFAULT_SCORE_THRESHOLDS, FaceDetector
 from tcdcn.geometry import Box, box_from_landmarks
-from tcdcn.imageio import load_image
+from tcdcn.inference.detectors.face_detector import (
+    ASSETS,
+    CALIBRATIONS,
+    DEFAULT_BACKEND,
+    DEFAULT_SCORE_THRESHOLDS,
+    FaceDetector,
+)
+from tcdcn.io.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "examples" / "astronaut.jpg"

@@ -21,10 +21,16 @@ import torch
 import torch.multiprocessing as mp
 from mtfl_lists import write_tiny_mtfl
 
-from tcdcn.checkpoint import read_checkpoint
 from tcdcn.config import config_from_dict
-from tcdcn.distributed import DistributedContext, DistributedError, free_port, init_from_environment, shard_bounds
-from tcdcn.train import Trainer
+from tcdcn.models.checkpoint import read_checkpoint
+from tcdcn.training.distributed import (
+    DistributedContext,
+    DistributedError,
+    free_port,
+    init_from_environment,
+    shard_bounds,
+)
+from tcdcn.training.trainer import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_USED = 64

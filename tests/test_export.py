@@ -20,10 +20,10 @@ from tcdcn.attributes import tasks_by_name
 from tcdcn.config import Config, config_to_dict
 from tcdcn.data.dataset import FaceDataset
 from tcdcn.errors import CheckpointError
-from tcdcn.export import add_command, export_onnx, quantize_int8, read_metadata
-from tcdcn.inference import LandmarkModel
-from tcdcn.model import TCDCN
-from tcdcn.runtime import BackendError, OnnxLandmarkModel, load_landmark_model
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.export import add_command, export_onnx, quantize_int8, read_metadata
+from tcdcn.inference.pipeline import BackendError, OnnxLandmarkModel, load_landmark_model
+from tcdcn.models.network import TCDCN
 from tcdcn.schemes import get_scheme
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ TORCH_FREE_SCRIPT = textwrap.dedent("""
     import sys
     sys.modules["torch"] = None  # any "import torch" now raises ImportError
     import numpy as np
-    from tcdcn.runtime import load_landmark_model, torch_available
+    from tcdcn.inference.pipeline import load_landmark_model, torch_available
     from tcdcn.geometry import Box
     assert not torch_available()
     model = load_landmark_model(sys.argv[1])
@@ -254,8 +254,8 @@ def test_qoperator_int8_keeps_the_conv_trunk_in_uint8(model_and_onnx, train_crop
 
 
 def test_shipped_models_run_mirror_averaged_on_both_backends() -> None:
-    from tcdcn.runtime import load_landmark_model
-    from tcdcn.weights import SHIPPED
+    from tcdcn.inference.pipeline import load_landmark_model
+    from tcdcn.models.registry import SHIPPED
 
     for name, record in SHIPPED.items():
         for backend in ("torch", "onnx"):
@@ -274,7 +274,7 @@ def _run_graph(graph, crops: np.ndarray) -> list[np.ndarray]:
 def test_space_to_depth_stem_computes_the_same_function(first_kernel, test_crops, tmp_path) -> None:
     import onnx
 
-    from tcdcn.export import space_to_depth_stem
+    from tcdcn.inference.export import space_to_depth_stem
 
     model = random_model(seed=first_kernel, kernels=(first_kernel, 5, 3, 3))
     graph = onnx.load(str(export_onnx(model, tmp_path / "float.onnx")))
@@ -292,7 +292,7 @@ def test_space_to_depth_stem_computes_the_same_function(first_kernel, test_crops
 def test_space_to_depth_stem_leaves_other_graphs_alone(tmp_path) -> None:
     import onnx
 
-    from tcdcn.export import space_to_depth_stem
+    from tcdcn.inference.export import space_to_depth_stem
 
     # An odd input side: its 2x2 blocks do not tile the crop, so the stem does not apply.
     model = random_model(input_size=61)

@@ -21,11 +21,11 @@ import torch
 import yaml
 from mtfl_lists import write_tiny_mtfl
 
-from tcdcn import checkpoint
-from tcdcn.checkpoint import atomic_save, read_checkpoint
 from tcdcn.cli import main
 from tcdcn.config import config_from_dict, load_config
-from tcdcn.train import NonFiniteLossError, Trainer
+from tcdcn.models import checkpoint
+from tcdcn.models.checkpoint import atomic_save, read_checkpoint
+from tcdcn.training.trainer import NonFiniteLossError, Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_USED = 64
@@ -88,13 +88,13 @@ def checkpoint_step(path: Path) -> tuple[int, int] | None:
 # A `tcdcn train` whose SGD steps are slowed down (numerics untouched), so that it can be killed mid-run.
 SLOW_TRAIN = f"""
 import sys, time
-import tcdcn.train
+import tcdcn.training.trainer
 from tcdcn.cli import main
-original = tcdcn.train.Trainer.sgd_step
+original = tcdcn.training.trainer.Trainer.sgd_step
 def slow_step(self, *args, **kwargs):
     time.sleep({SLOW_STEP_S})
     return original(self, *args, **kwargs)
-tcdcn.train.Trainer.sgd_step = slow_step
+tcdcn.training.trainer.Trainer.sgd_step = slow_step
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -172,9 +172,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_run: tuple[Pa
     config, _ = tiny_run
     out = tmp_path / "run"
     trainer = in_process_trainer(config, out, epochs=1)
-    import tcdcn.train
+    import tcdcn.training.trainer
 
-    original = tcdcn.train.tcdcn_objective
+    original = tcdcn.training.trainer.tcdcn_objective
     poisoned_step = 3  # after the checkpoint at step 2
 
     def objective(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -183,7 +183,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_run: tuple[Pa
             terms["total"] = terms["total"] * float("nan")
         return terms
 
-    monkeypatch.setattr(tcdcn.train, "tcdcn_objective", objective)
+    monkeypatch.setattr(tcdcn.training.trainer, "tcdcn_objective", objective)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step 3; last good checkpoint "
                                                  r"kept: .*last\.pt \(step 2\)"):
         trainer.fit()

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from tcdcn.errors import ImageError
-from tcdcn.imageio import (
+from tcdcn.io.images import (
     iter_image_paths,
     iter_video_frames,
     load_image,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tcdcn.metrics import (
+from tcdcn.evaluation.metrics import (
     DEFAULT_FAILURE_THRESHOLD,
     auc,
     binary_accuracy,

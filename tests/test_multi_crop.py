@@ -9,12 +9,12 @@ import torch
 from tcdcn.config import Config
 from tcdcn.data.annotation import FaceAnnotation
 from tcdcn.geometry import Box, CropJitter, box_from_landmarks, grid_jitters
-from tcdcn.imageio import load_image, to_grey
-from tcdcn.inference import LandmarkModel
-from tcdcn.model import TCDCN
-from tcdcn.runtime import set_test_time_options
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.pipeline import set_test_time_options
+from tcdcn.io.images import load_image, to_grey
+from tcdcn.models.network import TCDCN
+from tcdcn.models.registry import SHIPPED, STANDARD_MULTI_CROP
 from tcdcn.schemes import get_scheme
-from tcdcn.weights import SHIPPED, STANDARD_MULTI_CROP
 
 
 def _model(tasks: tuple[str, ...] = ()) -> LandmarkModel:
@@ -104,7 +104,7 @@ def test_test_time_options_keep_override_or_fill_in_the_defaults() -> None:
 
 
 def test_shipped_records_drive_the_test_time_options_on_both_backends() -> None:
-    from tcdcn.runtime import load_landmark_model
+    from tcdcn.inference.pipeline import load_landmark_model
 
     for name, record in SHIPPED.items():
         for backend in ("torch", "onnx"):

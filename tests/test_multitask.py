@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tcdcn.config import MultitaskConfig
-from tcdcn.multitask import (
+from tcdcn.training.task_coefficients import (
     TaskCoefficients,
     covariance_inverse,
     covariance_to_correlation,

@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from tcdcn.config import ModelConfig, ObjectiveConfig
-from tcdcn.model import TCDCN, count_multiply_adds, count_parameters, standardise
-from tcdcn.multitask import covariance_inverse, update_task_covariance
-from tcdcn.objective import (
+from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters, standardise
+from tcdcn.training.objective import (
     attribute_losses,
     covariance_penalty,
     filter_penalty,
@@ -20,6 +19,7 @@ from tcdcn.objective import (
     tcdcn_objective,
     wing_loss,
 )
+from tcdcn.training.task_coefficients import covariance_inverse, update_task_covariance
 
 NUM_TASKS = 8
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tcdcn.cli import main
-from tcdcn.predict import LOCK_NAME, PROGRESS_NAME
+from tcdcn.cli.predict import LOCK_NAME, PROGRESS_NAME
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 FAST = ["-q", "--no-progress"]  # global -q first, --no-progress after the sub-command
@@ -26,7 +26,7 @@ FAST = ["-q", "--no-progress"]  # global -q first, --no-progress after the sub-c
 # Runs `tcdcn` with every image taking at least 0.4 s, so a signal can be sent partway through a batch.
 SLOW_MAIN = """
 import sys, time
-from tcdcn.api import LandmarkDetector
+from tcdcn.inference.api import LandmarkDetector
 _detect = LandmarkDetector.detect
 def _slow(self, image):
     time.sleep(0.4)

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from tcdcn import evaluate as evaluate_module
 from tcdcn import progress as progress_module
-from tcdcn import studies
 from tcdcn.cli import main
+from tcdcn.evaluation import protocol as evaluate_module
 from tcdcn.progress import configure, progress
+from tcdcn.studies import grid as studies
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "astronaut.jpg"

@@ -21,9 +21,9 @@ from tcdcn.geometry import (
     invert_affine,
     invert_affines,
 )
-from tcdcn.imageio import load_image, to_grey
-from tcdcn.runtime import load_landmark_model
-from tcdcn.weights import STANDARD_MULTI_CROP
+from tcdcn.inference.pipeline import load_landmark_model
+from tcdcn.io.images import load_image, to_grey
+from tcdcn.models.registry import STANDARD_MULTI_CROP
 
 W300_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "300w"
 

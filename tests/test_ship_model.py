@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from tcdcn.checkpoint import atomic_save, weights_payload
 from tcdcn.config import Config
-from tcdcn.inference import LandmarkModel
-from tcdcn.model import TCDCN
-from tcdcn.runtime import OnnxLandmarkModel
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.pipeline import OnnxLandmarkModel
+from tcdcn.models.checkpoint import atomic_save, weights_payload
+from tcdcn.models.network import TCDCN
+from tcdcn.models.registry import sha256_of
 from tcdcn.schemes import get_scheme
-from tcdcn.weights import sha256_of
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
 
@@ -39,12 +39,12 @@ def test_ship_model_writes_slim_weights_and_a_matching_onnx_twin(tmp_path: Path,
     state = weights_payload(network, cfg, get_scheme("mtfl-5"), ("male", "smiling"))
     state["optimizer"] = {"not": "shipped"}  # what a training checkpoint carries besides the weights
     atomic_save(state, tmp_path / "best.pt")
-    (tmp_path / "src" / "tcdcn" / "weights").mkdir(parents=True)
+    (tmp_path / "src" / "tcdcn" / "models" / "weights").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
 
     assert _load_script().main(["best.pt", "toy"]) == 0
 
-    pt_file, onnx_file = Path("src/tcdcn/weights/toy.pt"), Path("src/tcdcn/weights/toy.onnx")
+    pt_file, onnx_file = Path("src/tcdcn/models/weights/toy.pt"), Path("src/tcdcn/models/weights/toy.onnx")
     printed = capsys.readouterr().out
     assert f"sha256={sha256_of(pt_file)}" in printed and f"onnx_sha256={sha256_of(onnx_file)}" in printed
     assert "optimizer" not in torch.load(pt_file, weights_only=True)
@@ -61,7 +61,7 @@ def test_ship_model_to_writes_a_slim_checkpoint_outside_the_package(tmp_path: Pa
     state = weights_payload(network, cfg, get_scheme("mtfl-5"), ("male", "smiling"))
     state["optimizer"] = {"not": "shipped"}
     atomic_save(state, tmp_path / "best.pt")
-    monkeypatch.chdir(tmp_path)  # no src/tcdcn/weights here: --to must not need the repository
+    monkeypatch.chdir(tmp_path)  # no src/tcdcn/models/weights here: --to must not need the repository
 
     assert _load_script().main(["best.pt", "candidate", "--to", "candidate.pt"]) == 0
 
@@ -88,7 +88,7 @@ def test_ship_model_mirror_calibration_folds_the_validation_offset(
     with torch.no_grad():
         network.landmark_head.weight.normal_(0.0, 0.05)
     atomic_save(weights_payload(network, cfg, get_scheme("mtfl-5"), ()), tmp_path / "best.pt")
-    (tmp_path / "src" / "tcdcn" / "weights").mkdir(parents=True)
+    (tmp_path / "src" / "tcdcn" / "models" / "weights").mkdir(parents=True)
     (tmp_path / "val.yaml").write_text(
         f"data:\n  train: {mtfl_train_file}\n  validation_fraction: 0.005\n  split_seed: 3\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
@@ -96,7 +96,7 @@ def test_ship_model_mirror_calibration_folds_the_validation_offset(
     assert _load_script().main(["best.pt", "toy", "--mirror-calibration", "val.yaml"]) == 0
 
     assert "mirror calibration:" in capsys.readouterr().out
-    shipped = torch.load("src/tcdcn/weights/toy.pt", weights_only=True)
+    shipped = torch.load("src/tcdcn/models/weights/toy.pt", weights_only=True)
     record = shipped["mirror_calibration"]
     assert record["validation_faces"] == 50 and len(record["offset_x"]) == 5
     bias_shift = (network.landmark_head.bias.detach() - shipped["model"]["landmark_head.bias"]).reshape(5, 2)
@@ -104,6 +104,6 @@ def test_ship_model_mirror_calibration_folds_the_validation_offset(
     np.testing.assert_allclose(bias_shift[:, 1].numpy(), 0.0, atol=1e-7)
     # Both runtimes know the shift, so test-time mirroring keeps it (tests/test_calibration.py).
     expected_shift = np.stack([-np.asarray(record["offset_x"]), np.zeros(5)], axis=1)
-    np.testing.assert_allclose(LandmarkModel.load("src/tcdcn/weights/toy.pt").landmark_shift, expected_shift)
-    np.testing.assert_allclose(OnnxLandmarkModel("src/tcdcn/weights/toy.onnx").landmark_shift, expected_shift,
+    np.testing.assert_allclose(LandmarkModel.load("src/tcdcn/models/weights/toy.pt").landmark_shift, expected_shift)
+    np.testing.assert_allclose(OnnxLandmarkModel("src/tcdcn/models/weights/toy.onnx").landmark_shift, expected_shift,
                                atol=1e-7)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcdcn.geometry import Box
-from tcdcn.smoothing import LandmarkSmoother, OneEuroFilter
+from tcdcn.inference.smoothing import LandmarkSmoother, OneEuroFilter
 
 FPS = 30.0
 

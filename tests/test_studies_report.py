@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tcdcn import report, studies
 from tcdcn.attributes import tasks_in_groups
+from tcdcn.studies import grid as studies
+from tcdcn.studies import report
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS = ["left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"]

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from tcdcn.checkpoint import atomic_save, read_checkpoint
 from tcdcn.config import Config, config_from_dict
 from tcdcn.data.annotation import FaceAnnotation
 from tcdcn.data.formats import read_pts_folder
 from tcdcn.errors import CheckpointError
-from tcdcn.inference import LandmarkModel
-from tcdcn.metrics import per_face_error, point_errors
-from tcdcn.train import Trainer, learning_rate_at
+from tcdcn.evaluation.metrics import per_face_error, point_errors
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.models.checkpoint import atomic_save, read_checkpoint
+from tcdcn.training.trainer import Trainer, learning_rate_at
 
 NARROW_MODEL = {"channels": [8, 16, 16, 16], "feature_dim": 64}
 NO_AUGMENTATION = {"mirror": False, "rotation_deg": 0.0, "scale": 0.0, "shift": 0.0, "brightness": 0.0,

@@ -13,23 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from tcdcn.checkpoint import atomic_save, read_checkpoint
 from tcdcn.config import Config, DataConfig, ModelConfig, MultitaskConfig, TrainConfig, config_to_dict, load_config
 from tcdcn.data.annotation import FaceAnnotation
 from tcdcn.data.formats import read_annotations
 from tcdcn.errors import CheckpointError
-from tcdcn.evaluate import evaluate
+from tcdcn.evaluation.protocol import evaluate
 from tcdcn.geometry import box_from_landmarks
-from tcdcn.imageio import load_image, to_grey
-from tcdcn.inference import LandmarkModel
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.io.images import load_image, to_grey
+from tcdcn.models.checkpoint import atomic_save, read_checkpoint
 from tcdcn.schemes import IBUG_68, MTFL_5
-from tcdcn.train import Trainer
+from tcdcn.training.trainer import Trainer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 W300_DIR = REPO_ROOT.parent / "shared" / "data" / "300w"
 TRANSFER_CONFIG = REPO_ROOT / "configs" / "300w-68pt-transfer.yaml"
 SCRATCH_CONFIG = REPO_ROOT / "configs" / "300w-68pt-scratch.yaml"
-SHIPPED_68PT = REPO_ROOT / "src" / "tcdcn" / "weights" / "300w-68pt.pt"
+SHIPPED_68PT = REPO_ROOT / "src" / "tcdcn" / "models" / "weights" / "300w-68pt.pt"
 FACES_USED = 24  # 20 to train on, 4 to validate on
 TRAIN_FACES = 20
 BATCH_SIZE = 10  # two SGD steps per epoch

@@ -8,12 +8,12 @@ __version__ = "0.1.0"
 __all__ = ["LandmarkDetector", "FaceResult", "load_model", "__version__"]
 
 if TYPE_CHECKING:
-    from .api import FaceResult, LandmarkDetector
+    from .inference.api import FaceResult, LandmarkDetector
 
 
 def load_model(name_or_path: str = "mtfl-5pt", backend: str = "auto") -> Any:
     """A landmark model (shipped name, checkpoint or ONNX file) without face detection."""
-    from .api import load_backend
+    from .inference.api import load_backend
 
     return load_backend(name_or_path, backend)
 
@@ -21,7 +21,7 @@ def load_model(name_or_path: str = "mtfl-5pt", backend: str = "auto") -> Any:
 def __getattr__(name: str) -> Any:
     # Imported lazily so `import tcdcn` stays light (and works without torch for the ONNX path).
     if name in ("LandmarkDetector", "FaceResult"):
-        from . import api
+        from .inference import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'tcdcn' has no attribute {name!r}")

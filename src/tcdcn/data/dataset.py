@@ -15,7 +15,7 @@ from ..attributes import AttributeTask, flip_permutation
 from ..config import AugmentConfig, DataConfig
 from ..errors import ImageError
 from ..geometry import Box, box_from_landmarks
-from ..imageio import load_image, to_grey
+from ..io.images import load_image, to_grey
 from .annotation import FaceAnnotation
 from .transforms import IDENTITY, CropParams, draw_params, make_crop
 

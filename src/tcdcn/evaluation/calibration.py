@@ -21,12 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .data.annotation import FaceAnnotation
-from .geometry import box_from_landmarks
-from .imageio import load_image, to_grey
+from ..data.annotation import FaceAnnotation
+from ..geometry import box_from_landmarks
+from ..inference.pipeline import CropLandmarkModel
+from ..io.images import load_image, to_grey
+from ..models.network import TCDCN
 from .metrics import per_face_error, point_errors
-from .model import TCDCN
-from .runtime import CropLandmarkModel
 
 
 def prediction_offsets(model: CropLandmarkModel, faces: Sequence[FaceAnnotation]) -> np.ndarray:

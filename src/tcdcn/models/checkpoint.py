@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write_with
-from .attributes import tasks_by_name
-from .config import Config, ConfigError, config_from_dict, config_to_dict
+from ..attributes import tasks_by_name
+from ..config import Config, ConfigError, config_from_dict, config_to_dict
+from ..errors import CheckpointError
+from ..io.atomic import atomic_write_with
+from ..schemes import LandmarkScheme, get_scheme
 from .denormals import flush_state_dict
-from .errors import CheckpointError
-from .model import TCDCN
-from .schemes import LandmarkScheme, get_scheme
+from .network import TCDCN
 
 CHECKSUM_KEY = "content_sha256"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .config import MultitaskConfig
+from ..config import MultitaskConfig
 
 
 def matrix_sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:

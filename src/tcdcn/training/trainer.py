@@ -36,20 +36,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
-from .attributes import tasks_by_name
-from .checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
-from .config import Config, config_to_dict
-from .data.dataset import FaceDataset, split_faces
-from .data.formats import read_annotations
-from .data.transforms import draw_params
-from .denormals import enable_flush_to_zero, flush_state_dict
+from ..attributes import tasks_by_name
+from ..config import Config, config_to_dict
+from ..data.dataset import FaceDataset, split_faces
+from ..data.formats import read_annotations
+from ..data.transforms import draw_params
+from ..errors import CheckpointError, ConfigError, TcdcnError
+from ..evaluation.metrics import nme, per_face_error, point_errors
+from ..models.checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
+from ..models.denormals import enable_flush_to_zero, flush_state_dict
+from ..models.network import TCDCN
+from ..schemes import get_scheme
 from .distributed import DistributedContext, init_from_environment
-from .errors import CheckpointError, ConfigError, TcdcnError
-from .metrics import nme, per_face_error, point_errors
-from .model import TCDCN
-from .multitask import TaskCoefficients, covariance_inverse, update_task_covariance
 from .objective import attribute_losses, landmark_loss, tcdcn_objective
-from .schemes import get_scheme
+from .task_coefficients import TaskCoefficients, covariance_inverse, update_task_covariance
 
 log = logging.getLogger("tcdcn.train")
 
@@ -80,7 +80,7 @@ def learning_rate_at(step: int, total_steps: int, warmup_steps: int, base: float
 
 def load_pretrained(source: str) -> dict[str, Any]:
     """A checkpoint path or a shipped model name -> its state dict (model, config, scheme, tasks)."""
-    from .weights import resolve_weights_file
+    from ..models.registry import resolve_weights_file
 
     return read_checkpoint(resolve_weights_file(source))
 

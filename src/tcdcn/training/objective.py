@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import ObjectiveConfig
-from .model import TCDCN
+from ..config import ObjectiveConfig
+from ..models.network import TCDCN
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .attributes import ALL_TASKS
-from .metrics import auc, ced
-from .multitask import covariance_to_correlation
+from ..attributes import ALL_TASKS
+from ..evaluation.metrics import auc, ced
+from ..training.task_coefficients import covariance_to_correlation
 
 if TYPE_CHECKING:
-    from .studies import Study
+    from .grid import Study
 
 RunResults = dict[str, dict[int, dict[str, Any]]]  # variant -> seed -> results JSON
 ATTRIBUTE_GROUPS = ("eyes", "mouth", "global", "pose")

@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .api import DEFAULT_MODEL, FaceResult, LandmarkDetector, rescale_face
-from .arguments import int_in
-from .atomic import atomic_write_bytes, temp_path_for
-from .errors import TcdcnError
-from .imageio import (
+from ..errors import TcdcnError
+from ..inference.api import DEFAULT_MODEL, FaceResult, LandmarkDetector, rescale_face
+from ..inference.pipeline import BACKENDS, add_test_time_arguments
+from ..io.atomic import atomic_write_bytes, temp_path_for
+from ..io.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_SIDE,
     MediaInput,
@@ -57,8 +57,8 @@ from .imageio import (
     iter_video_frames,
     media_kind,
 )
-from .progress import Progress, add_progress_arguments, progress
-from .runtime import BACKENDS, add_test_time_arguments
+from ..progress import Progress, add_progress_arguments, progress
+from .arguments import int_in
 
 log = logging.getLogger("tcdcn.predict")
 
@@ -566,7 +566,7 @@ def _remove_earlier_results(out: Path, progress_path: Path, planned: list[Path])
 def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inputs: list[MediaInput],
                 fresh: _Plan, planned: list[Path], results_path: Path | None, progress_path: Path,
                 interruption: _Interruption) -> int:
-    from .draw import draw_faces
+    from ..inference.draw import draw_faces
 
     header = _progress_header(mode, draw, args.model)
     earlier: _Progress | None = None
@@ -751,8 +751,8 @@ def _predict_video(detector: LandmarkDetector, path: Path, drawn: Path | None, t
     by the caller once complete)."""
     import cv2
 
-    from .draw import draw_faces
-    from .smoothing import LandmarkSmoother
+    from ..inference.draw import draw_faces
+    from ..inference.smoothing import LandmarkSmoother
 
     smoother = LandmarkSmoother() if smooth else None
     frames: list[dict[str, Any]] = []

@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .arguments import int_in
-from .atomic import atomic_write_bytes
-from .denormals import flush_onnx_initializers
-from .errors import TcdcnError
+from ..cli.arguments import int_in
+from ..errors import TcdcnError
+from ..io.atomic import atomic_write_bytes
+from ..models.denormals import flush_onnx_initializers
 
 if TYPE_CHECKING:
-    from .inference import LandmarkModel
-    from .model import TCDCN
+    from ..models.network import TCDCN
+    from .backends.torch import LandmarkModel
 
 log = logging.getLogger("tcdcn")
 
@@ -68,10 +68,10 @@ class ExportError(TcdcnError, RuntimeError):
 
 def _as_landmark_model(model: LandmarkModel | TCDCN, scheme: str | None, task_names: Sequence[str] | None) -> Any:
     """Wrap a bare network into a LandmarkModel-like record (network, cfg, scheme, tasks, source)."""
-    from .config import Config
-    from .inference import LandmarkModel
-    from .model import TCDCN
-    from .schemes import get_scheme
+    from ..config import Config
+    from ..models.network import TCDCN
+    from ..schemes import get_scheme
+    from .backends.torch import LandmarkModel
 
     if isinstance(model, LandmarkModel):
         return model
@@ -90,8 +90,8 @@ def _as_landmark_model(model: LandmarkModel | TCDCN, scheme: str | None, task_na
 
 def export_metadata(model: LandmarkModel) -> dict[str, str]:
     """The metadata_props written into the ONNX file (all values are strings)."""
-    from . import __version__
-    from .config import config_to_dict
+    from .. import __version__
+    from ..config import config_to_dict
 
     metadata = {
         "format": FORMAT_NAME,
@@ -200,8 +200,8 @@ def calibration_crops(
     seed: int = CALIBRATION_SEED,
 ) -> np.ndarray:
     """(count, 1, S, S) float32 crops of randomly chosen training faces, with the ground-truth box."""
-    from .data.dataset import FaceDataset
-    from .data.formats import read_annotations
+    from ..data.dataset import FaceDataset
+    from ..data.formats import read_annotations
 
     faces = read_annotations(train_file)
     chosen = np.sort(np.random.default_rng(seed).choice(len(faces), size=min(count, len(faces)), replace=False))
@@ -413,7 +413,7 @@ def add_command(subparsers: Any) -> None:
 
 
 def run_export_command(args: argparse.Namespace) -> int:
-    from .inference import LandmarkModel
+    from .backends.torch import LandmarkModel
 
     out = Path(args.out)
     if out.suffix != ".onnx":
@@ -424,7 +424,7 @@ def run_export_command(args: argparse.Namespace) -> int:
         log.info("wrote %s (float32)", out)
         return 0
     if args.calibration_data is None and args.opset == DEFAULT_OPSET:
-        from .runtime import shipped_onnx_file
+        from .pipeline import shipped_onnx_file
 
         shipped = shipped_onnx_file(args.model, int8=True)
         if shipped is not None:  # calibrated on the model's training faces when it was shipped

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import model_from_state, read_checkpoint
-from .config import Config
-from .denormals import enable_flush_to_zero
-from .errors import CheckpointError
-from .model import TCDCN
-from .runtime import CropLandmarkModel, Prediction
-from .schemes import LandmarkScheme
-from .weights import apply_test_time_defaults, resolve_weights_file
+from ...config import Config
+from ...errors import CheckpointError
+from ...models.checkpoint import model_from_state, read_checkpoint
+from ...models.denormals import enable_flush_to_zero
+from ...models.network import TCDCN
+from ...models.registry import apply_test_time_defaults, resolve_weights_file
+from ...schemes import LandmarkScheme
+from ..pipeline import CropLandmarkModel, Prediction
 
 
 class LandmarkModel(CropLandmarkModel):

@@ -48,7 +48,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from .geometry import Box
+from ...geometry import Box
 
 Backend = Literal["blazeface", "mtcnn", "opencv", "dlib"]
 BACKENDS: tuple[str, ...] = ("blazeface", "mtcnn", "opencv", "dlib")

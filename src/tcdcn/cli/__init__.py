@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import TcdcnError
+from ..progress import configure_from_arguments
 from .arguments import OneLineParser
-from .errors import TcdcnError
-from .progress import configure_from_arguments
 
 log = logging.getLogger("tcdcn")
 
@@ -20,12 +20,12 @@ log = logging.getLogger("tcdcn")
 RUN_FILES = ("last.pt", "best.pt", "history.jsonl")
 
 # Modules that add their own sub-command with ``add_command(subparsers)``.
-_COMMAND_MODULES = ("predict", "export", "studies")
+_COMMAND_MODULES = ("cli.predict", "inference.export", "studies.grid")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import Trainer
+    from ..config import load_config
+    from ..training.trainer import Trainer
 
     cfg = load_config(args.config, args.set)
     existing = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
@@ -44,10 +44,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .atomic import check_writable
-    from .data.formats import read_annotations
-    from .evaluate import evaluate
-    from .runtime import apply_test_time_arguments, load_landmark_model, test_time_summary
+    from ..data.formats import read_annotations
+    from ..evaluation.protocol import evaluate
+    from ..inference.pipeline import apply_test_time_arguments, load_landmark_model, test_time_summary
+    from ..io.atomic import check_writable
 
     if args.ced:  # checked before the run, whose results would otherwise be lost at the end
         check_writable(Path(args.ced))
@@ -58,7 +58,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     faces = read_annotations(args.data)
     detector = None
     if args.box == "detect":
-        from .detect import FaceDetector
+        from ..inference.detectors.face_detector import FaceDetector
 
         face_detector = FaceDetector()
         detector = lambda rgb: [d.box for d in face_detector(rgb)]  # noqa: E731
@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value (repeatable)")
     p.set_defaults(func=_cmd_train)
 
-    from .progress import add_progress_arguments
-    from .runtime import BACKENDS, add_test_time_arguments
+    from ..inference.pipeline import BACKENDS, add_test_time_arguments
+    from ..progress import add_progress_arguments
 
     p = sub.add_parser("evaluate", help="score a model on an annotated set (paper protocol)")
     p.add_argument("--model", default="mtfl-5pt",

@@ -10,7 +10,7 @@ all saved results (``tcdcn.report``).
 Several workers may share one grid: each run is claimed with a lock file (``claim`` in the run folder,
 holding the worker's pid), so ``--workers 2`` trains two runs at a time with one torch thread each.
 
-    tcdcn study                 # or: python -m tcdcn.studies
+    tcdcn study                 # or: python -m tcdcn.studies.grid
     tcdcn study --workers 2     # two runs at a time
     tcdcn study --report-only   # regenerate the report from reports/studies_results/
     tcdcn study --list          # each run's state: done / partial / todo
@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .arguments import OneLineParser, int_in
-from .attributes import tasks_by_name
-from .config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml_mapping
-from .data.annotation import FaceAnnotation
-from .errors import CheckpointError, ConfigError, TcdcnError
-from .progress import PLAIN_ENV, add_progress_arguments, configure_from_arguments, progress
+from ..attributes import tasks_by_name
+from ..cli.arguments import OneLineParser, int_in
+from ..config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml_mapping
+from ..data.annotation import FaceAnnotation
+from ..errors import CheckpointError, ConfigError, TcdcnError
+from ..progress import PLAIN_ENV, add_progress_arguments, configure_from_arguments, progress
 
 log = logging.getLogger("tcdcn.studies")
 
@@ -170,8 +170,8 @@ class StudyFaces:
 
 def load_faces(study: Study, cfg: Config) -> StudyFaces:
     """The validation split and the fixed training subset every run of the grid uses, and the test set."""
-    from .data.dataset import split_indices
-    from .data.formats import read_annotations
+    from ..data.dataset import split_indices
+    from ..data.formats import read_annotations
 
     root = study.root
     all_faces = read_annotations(root / cfg.data.train)
@@ -196,8 +196,8 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
 
 def train_run(cfg: Config, run_dir: Path, faces: StudyFaces) -> Path:
     """Train one run (resuming from ``last.pt`` if there is one) and return its ``best.pt``."""
-    from .checkpoint import read_checkpoint
-    from .train import Trainer
+    from ..models.checkpoint import read_checkpoint
+    from ..training.trainer import Trainer
 
     trainer = Trainer(cfg, run_dir, faces=(faces.train, faces.val))
     last = run_dir / "last.pt"
@@ -228,9 +228,9 @@ def _round(value: Any, digits: int = 6) -> Any:
 
 def evaluate_run(best: Path, faces: StudyFaces) -> dict[str, Any]:
     """AFLW test-set scores of a checkpoint (whole image as the face box) and its learned task covariance."""
-    from .checkpoint import read_checkpoint
-    from .evaluate import evaluate
-    from .inference import LandmarkModel
+    from ..evaluation.protocol import evaluate
+    from ..inference.backends.torch import LandmarkModel
+    from ..models.checkpoint import read_checkpoint
 
     report = evaluate(LandmarkModel.load(best), faces.test, box="image")
     summary = report.summary()
@@ -408,7 +408,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _spawn_workers(args: argparse.Namespace) -> int:
     """Start ``args.workers`` worker processes on the same grid and wait for all of them."""
-    base = [sys.executable, "-m", "tcdcn.studies", "--grid", args.grid, "--runs-dir", args.runs_dir,
+    base = [sys.executable, "-m", "tcdcn.studies.grid", "--grid", args.grid, "--runs-dir", args.runs_dir,
             "--results-dir", args.results_dir, "--workers", "1", "--no-report"]
     if args.threads is not None:
         base += ["--threads", str(args.threads)]
@@ -463,7 +463,7 @@ def add_command(subparsers: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tcdcn.studies", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tcdcn.studies.grid", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     _add_arguments(parser)
     args = parser.parse_args(argv)

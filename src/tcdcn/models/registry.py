@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
-from .geometry import CropJitter, grid_jitters
+from ..errors import CheckpointError
+from ..geometry import CropJitter, grid_jitters
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ModelWeights:
     box_refinements: int = 0
 
     def path(self) -> Path:
-        return Path(str(resources.files("tcdcn") / "weights" / self.file))
+        return Path(str(resources.files("tcdcn.models") / "weights" / self.file))
 
 
 # The multi-crop grid chosen on the MTFL validation split with ground-truth boxes (bench/multi_crop.py): the

@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from .data.annotation import FaceAnnotation
-from .errors import ImageError, SchemeMismatchError
-from .geometry import Box, box_from_landmarks
-from .imageio import load_image, to_grey
-from .inference import LandmarkModel
+from ..data.annotation import FaceAnnotation
+from ..errors import ImageError, SchemeMismatchError
+from ..geometry import Box, box_from_landmarks
+from ..inference.backends.torch import LandmarkModel
+from ..inference.pipeline import DEFAULT_BATCH_SIZE, Prediction
+from ..io.images import load_image, to_grey
+from ..progress import progress
 from .metrics import (
     DEFAULT_FAILURE_THRESHOLD,
     auc,
@@ -28,8 +30,6 @@ from .metrics import (
     per_landmark_error,
     point_errors,
 )
-from .progress import progress
-from .runtime import DEFAULT_BATCH_SIZE, Prediction
 
 log = logging.getLogger("tcdcn.evaluate")
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from .arguments import int_in
-from .attributes import AttributeTask
-from .data.transforms import box_array, make_jittered_crops
-from .errors import CheckpointError, TcdcnError
-from .geometry import BOX_SCALE, Box, CropJitter, apply_affines, box_from_landmarks, from_normalised, invert_affines
-from .schemes import LandmarkScheme, get_scheme
+from ..attributes import AttributeTask
+from ..cli.arguments import int_in
+from ..data.transforms import box_array, make_jittered_crops
+from ..errors import CheckpointError, TcdcnError
+from ..geometry import BOX_SCALE, Box, CropJitter, apply_affines, box_from_landmarks, from_normalised, invert_affines
+from ..schemes import LandmarkScheme, get_scheme
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
 MAX_BOX_REFINEMENTS = 10  # each is a full pass; answers stop moving after one or two
@@ -188,7 +188,7 @@ class CropLandmarkModel:
         return (normalised + unmirrored) / 2, (logits + mirrored_logits[:, self._task_flip_index()]) / 2
 
     def _task_flip_index(self) -> list[int]:
-        from .attributes import ALL_TASKS, flip_permutation
+        from ..attributes import ALL_TASKS, flip_permutation
 
         tasks = tuple(ALL_TASKS.get(name) or AttributeTask(name, "other") for name in self.task_names)
         return flip_permutation(tasks)
@@ -262,7 +262,7 @@ def set_test_time_options(model: CropLandmarkModel, mirror_average: bool | None 
     """Override a model's test-time defaults (None keeps them). ``multi_crop=True`` keeps the model's
     crops, or gives it the standard grid (``weights.STANDARD_MULTI_CROP``) when it has none; False
     runs the box alone."""
-    from .weights import STANDARD_MULTI_CROP
+    from ..models.registry import STANDARD_MULTI_CROP
 
     if box_refinements is not None:
         if box_refinements < 0:
@@ -307,7 +307,7 @@ def with_mirror_images(crops: np.ndarray) -> np.ndarray:
 def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
     """The ``.onnx`` twin of a shipped model (same folder and stem as its .pt), or with ``int8`` its
     ``.int8.onnx`` twin, checksum verified; None when the name is not a shipped model."""
-    from .weights import SHIPPED, sha256_of
+    from ..models.registry import SHIPPED, sha256_of
 
     record = SHIPPED.get(name)
     if record is None:
@@ -343,7 +343,7 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     if backend == "torch":
         if not has_torch:
             raise BackendError(f"{text}: backend 'torch' asked for but torch is not installed")
-        from .inference import LandmarkModel
+        from .backends.torch import LandmarkModel
 
         return LandmarkModel.load(text)
     shipped = shipped_onnx_file(text, int8=backend == "int8")
@@ -351,7 +351,7 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
         raise BackendError(f"{text}: backend 'int8' runs a shipped model's int8 graph or an .onnx file; for a "
                            "checkpoint, make one with `tcdcn export --int8` and pass its path")
     if shipped is not None:
-        from .weights import apply_test_time_defaults
+        from ..models.registry import apply_test_time_defaults
 
         model = OnnxLandmarkModel(shipped, threads=threads, source=text)
         apply_test_time_defaults(model, text)
@@ -366,8 +366,8 @@ def _export_and_load(checkpoint: str, threads: int) -> OnnxLandmarkModel:
     """Export a checkpoint to a temporary ONNX file and open it (the session keeps the graph in memory)."""
     import tempfile
 
+    from .backends.torch import LandmarkModel
     from .export import export_onnx
-    from .inference import LandmarkModel
 
     torch_model = LandmarkModel.load(checkpoint)
     with tempfile.TemporaryDirectory() as tmpdir:

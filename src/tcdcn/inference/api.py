@@ -16,9 +16,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InputError
-from .geometry import Box
-from .imageio import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, ImageSource, load_image_scaled, to_grey, to_original_pixels
+from ..errors import InputError
+from ..geometry import Box
+from ..io.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    ImageSource,
+    load_image_scaled,
+    to_grey,
+    to_original_pixels,
+)
 
 DEFAULT_MODEL = "mtfl-5pt"
 
@@ -69,9 +76,9 @@ class FaceResult:
 def load_backend(model: str, backend: str = "auto") -> LandmarkBackend:
     """A shipped model name or a file, run with torch or onnxruntime ("auto": onnxruntime)."""
     try:
-        from .runtime import load_landmark_model
+        from .pipeline import load_landmark_model
     except ImportError:  # runtime module unavailable: torch path only
-        from .inference import LandmarkModel
+        from .backends.torch import LandmarkModel
 
         return LandmarkModel.load(model)
     return load_landmark_model(model, backend=backend)
@@ -95,12 +102,12 @@ class LandmarkDetector:
                  max_side: int = DEFAULT_MAX_SIDE, mirror_average: bool | None = None,
                  multi_crop: bool | None = None, box_refinements: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        from .runtime import set_test_time_options
+        from .pipeline import set_test_time_options
 
         self.model = load_backend(model, backend)
         set_test_time_options(self.model, mirror_average, multi_crop, box_refinements)
         if face_detector is None:
-            from .detect import FaceDetector
+            from .detectors.face_detector import FaceDetector
 
             face_detector = FaceDetector()
         self.face_detector = face_detector

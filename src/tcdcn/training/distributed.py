@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import TcdcnError
+from ..errors import TcdcnError
 
 # Environment variables torchrun sets for each worker; all are needed when WORLD_SIZE > 1.
 REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import Box
+from ..geometry import Box
 
 
 def smoothing_factor(cutoff_hz: np.ndarray | float, dt: float) -> np.ndarray:

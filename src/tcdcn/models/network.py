@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from ..config import ModelConfig
 
 # Added to the variance under the square root: sqrt(1e-10) = 1e-5 grey levels, far below any real
 # image's spread (crops are 0..255), so it only matters for a constant crop.
