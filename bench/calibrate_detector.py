@@ -29,7 +29,7 @@ import numpy as np
 
 from tcdcn.data.formats import read_mtfl
 from tcdcn.geometry import Box, box_from_landmarks
-from tcdcn.inference.detectors.face_detector import BoxCalibration, FaceDetector, RawDetection
+from tcdcn.inference.detectors import BoxCalibration, FaceDetector, RawDetection
 from tcdcn.io.images import load_image
 
 DEFAULT_LIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtfl" / "training.txt"

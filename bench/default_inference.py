@@ -8,7 +8,7 @@ OpenCV. Faces: ``mtfl-5pt`` on the AFLW test faces (the whole 80x80 image is the
 ``tcdcn evaluate --box image``), ``300w-68pt`` on the 300-W faces (ground-truth box, 256x256 images).
 
 ``--batch-sizes`` also times the network alone on the same faces' grid crops at each crops-per-call
-size, for torch and onnxruntime with 1 and 2 threads (the figures behind ``runtime.TORCH_CROPS_PER_CALL``
+size, for torch and onnxruntime with 1 and 2 threads (the figures behind ``pipeline.TORCH_CROPS_PER_CALL``
 and ``ONNX_CROPS_PER_CALL``).
 
     nice -n 15 .venv/bin/python bench/default_inference.py --out bench/results/default_inference.json
@@ -110,7 +110,7 @@ def time_calls(model: Any, crops: np.ndarray, batch_sizes: list[int], repeats: i
 def batch_sweep(model: Any, backend: str, name: str, crops: np.ndarray, batch_sizes: list[int],
                 repeats: int) -> dict[str, dict[str, float]]:
     """Network-only ms/crop by crops per call, with 1 and 2 threads."""
-    from tcdcn.inference.pipeline import load_landmark_model
+    from tcdcn.inference.loading import load_landmark_model
 
     results: dict[str, dict[str, float]] = {}
     for threads in (1, 2):
@@ -142,7 +142,7 @@ def main() -> None:
     args = p.parse_args()
     single_threaded()
     import tcdcn
-    from tcdcn.inference.pipeline import load_landmark_model
+    from tcdcn.inference.loading import load_landmark_model
 
     report: dict[str, Any] = {
         "cpu_model": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),

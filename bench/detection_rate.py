@@ -23,7 +23,7 @@ import numpy as np
 from tcdcn.data.annotation import FaceAnnotation
 from tcdcn.data.formats import read_annotations
 from tcdcn.geometry import Box, box_from_landmarks
-from tcdcn.inference.detectors.face_detector import Detection, FaceDetector, box_iou
+from tcdcn.inference.detectors import Detection, FaceDetector, box_iou
 from tcdcn.io.images import load_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

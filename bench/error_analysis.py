@@ -17,17 +17,14 @@ import json
 
 import numpy as np
 
+from tcdcn.cli.arguments import add_test_time_arguments, apply_test_time_arguments
 from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluation.metrics import failure_rate, per_face_error, point_errors
 from tcdcn.geometry import Box, box_from_landmarks
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.pipeline import (
-    add_test_time_arguments,
-    apply_test_time_arguments,
-    test_time_summary,
-)
+from tcdcn.inference.test_time import test_time_summary
 from tcdcn.io.images import load_image, to_grey
 
 POSES = ("pose_left_profile", "pose_left", "pose_frontal", "pose_right", "pose_right_profile")

@@ -24,7 +24,7 @@ from tcdcn.data.formats import read_annotations
 from tcdcn.evaluation.protocol import evaluate
 from tcdcn.geometry import Box
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.pipeline import set_test_time_options
+from tcdcn.inference.test_time import set_test_time_options
 
 # name -> (mirror_average, multi_crop, box_refinements)
 MODES: dict[str, tuple[bool, bool, int]] = {
@@ -55,7 +55,7 @@ class CachedDetector:
     """The package's face detector, each image's boxes computed once (keyed by the pixels)."""
 
     def __init__(self) -> None:
-        from tcdcn.inference.detectors.face_detector import FaceDetector
+        from tcdcn.inference.detectors import FaceDetector
 
         self.detector = FaceDetector()
         self.cache: dict[str, list[Box]] = {}

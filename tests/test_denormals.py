@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_export import random_model
 
+from tcdcn.inference.backends.onnx import OnnxLandmarkModel
 from tcdcn.inference.export import export_onnx
-from tcdcn.inference.pipeline import OnnxLandmarkModel
 from tcdcn.models.checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
 from tcdcn.models.denormals import (
     FLOAT32_TINY,

@@ -9,7 +9,7 @@ import pytest
 
 from tcdcn.data.formats import read_mtfl
 from tcdcn.geometry import Box, box_from_landmarks
-from tcdcn.inference.detectors.face_detector import (
+from tcdcn.inference.detectors import (
     BoxCalibration,
     Detection,
     FaceDetector,

@@ -12,13 +12,7 @@ import pytest
 
 from tcdcn.data.formats import read_mtfl
 from tcdcn.geometry import Box, box_from_landmarks
-from tcdcn.inference.detectors.face_detector import (
-    ASSETS,
-    CALIBRATIONS,
-    DEFAULT_BACKEND,
-    DEFAULT_SCORE_THRESHOLDS,
-    FaceDetector,
-)
+from tcdcn.inference.detectors import ASSETS, CALIBRATIONS, DEFAULT_BACKEND, DEFAULT_SCORE_THRESHOLDS, FaceDetector
 from tcdcn.io.images import load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +130,6 @@ def test_downscaled_large_image_mapped_back(backend: str, astronaut: np.ndarray)
 
 
 def test_one_thread_session_by_default() -> None:
-    assert FaceDetector("blazeface")._blazeface.session.get_session_options().intra_op_num_threads == 1
-    assert FaceDetector("mtcnn")._mtcnn.pnet.get_session_options().intra_op_num_threads == 1
-    assert FaceDetector("mtcnn", threads=2)._mtcnn.onet.get_session_options().intra_op_num_threads == 2
+    assert FaceDetector("blazeface").raw_detector.model.session.get_session_options().intra_op_num_threads == 1
+    assert FaceDetector("mtcnn").raw_detector.model.pnet.get_session_options().intra_op_num_threads == 1
+    assert FaceDetector("mtcnn", threads=2).raw_detector.model.onet.get_session_options().intra_op_num_threads == 2

@@ -17,12 +17,14 @@ import pytest
 import torch
 
 from tcdcn.attributes import tasks_by_name
+from tcdcn.cli.export import add_command
 from tcdcn.config import Config, config_to_dict
 from tcdcn.data.dataset import FaceDataset
-from tcdcn.errors import CheckpointError
+from tcdcn.errors import BackendError, CheckpointError
+from tcdcn.inference.backends.onnx import OnnxLandmarkModel
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.export import add_command, export_onnx, quantize_int8, read_metadata
-from tcdcn.inference.pipeline import BackendError, OnnxLandmarkModel, load_landmark_model
+from tcdcn.inference.export import export_onnx, quantize_int8, read_metadata
+from tcdcn.inference.loading import load_landmark_model
 from tcdcn.models.network import TCDCN
 from tcdcn.schemes import get_scheme
 
@@ -191,7 +193,7 @@ TORCH_FREE_SCRIPT = textwrap.dedent("""
     import sys
     sys.modules["torch"] = None  # any "import torch" now raises ImportError
     import numpy as np
-    from tcdcn.inference.pipeline import load_landmark_model, torch_available
+    from tcdcn.inference.loading import load_landmark_model, torch_available
     from tcdcn.geometry import Box
     assert not torch_available()
     model = load_landmark_model(sys.argv[1])
@@ -254,7 +256,7 @@ def test_qoperator_int8_keeps_the_conv_trunk_in_uint8(model_and_onnx, train_crop
 
 
 def test_shipped_models_run_mirror_averaged_on_both_backends() -> None:
-    from tcdcn.inference.pipeline import load_landmark_model
+    from tcdcn.inference.loading import load_landmark_model
     from tcdcn.models.registry import SHIPPED
 
     for name, record in SHIPPED.items():

@@ -13,13 +13,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from tcdcn.errors import ImageError
-from tcdcn.io.images import (
-    iter_image_paths,
-    iter_video_frames,
-    load_image,
-    load_image_scaled,
-    to_original_pixels,
-)
+from tcdcn.io.images import load_image, load_image_scaled, to_original_pixels
+from tcdcn.io.video import iter_image_paths, iter_video_frames
 
 
 def _check_rgb(a: np.ndarray, shape: tuple[int, int]) -> None:

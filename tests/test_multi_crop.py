@@ -10,7 +10,7 @@ from tcdcn.config import Config
 from tcdcn.data.annotation import FaceAnnotation
 from tcdcn.geometry import Box, CropJitter, box_from_landmarks, grid_jitters
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.pipeline import set_test_time_options
+from tcdcn.inference.test_time import set_test_time_options
 from tcdcn.io.images import load_image, to_grey
 from tcdcn.models.network import TCDCN
 from tcdcn.models.registry import SHIPPED, STANDARD_MULTI_CROP
@@ -104,7 +104,7 @@ def test_test_time_options_keep_override_or_fill_in_the_defaults() -> None:
 
 
 def test_shipped_records_drive_the_test_time_options_on_both_backends() -> None:
-    from tcdcn.inference.pipeline import load_landmark_model
+    from tcdcn.inference.loading import load_landmark_model
 
     for name, record in SHIPPED.items():
         for backend in ("torch", "onnx"):

@@ -11,14 +11,11 @@ import pytest
 import torch
 
 from tcdcn.config import MultitaskConfig
-from tcdcn.training.task_coefficients import (
-    TaskCoefficients,
+from tcdcn.training.task_coefficients import TaskCoefficients, dynamic_coefficients, early_stopping_criterion, trend_mu
+from tcdcn.training.task_covariance import (
     covariance_inverse,
     covariance_to_correlation,
-    dynamic_coefficients,
-    early_stopping_criterion,
     matrix_sqrt_psd,
-    trend_mu,
     update_task_covariance,
 )
 

@@ -19,7 +19,7 @@ from tcdcn.training.objective import (
     tcdcn_objective,
     wing_loss,
 )
-from tcdcn.training.task_coefficients import covariance_inverse, update_task_covariance
+from tcdcn.training.task_covariance import covariance_inverse, update_task_covariance
 
 NUM_TASKS = 8
 

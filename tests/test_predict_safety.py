@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tcdcn.cli import main
-from tcdcn.cli.predict import LOCK_NAME, PROGRESS_NAME
+from tcdcn.io.results import LOCK_NAME, PROGRESS_NAME
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 FAST = ["-q", "--no-progress"]  # global -q first, --no-progress after the sub-command

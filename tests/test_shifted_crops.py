@@ -21,7 +21,7 @@ from tcdcn.geometry import (
     invert_affine,
     invert_affines,
 )
-from tcdcn.inference.pipeline import load_landmark_model
+from tcdcn.inference.loading import load_landmark_model
 from tcdcn.io.images import load_image, to_grey
 from tcdcn.models.registry import STANDARD_MULTI_CROP
 

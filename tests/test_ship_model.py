@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tcdcn.config import Config
+from tcdcn.inference.backends.onnx import OnnxLandmarkModel
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.pipeline import OnnxLandmarkModel
 from tcdcn.models.checkpoint import atomic_save, weights_payload
 from tcdcn.models.network import TCDCN
 from tcdcn.models.registry import sha256_of

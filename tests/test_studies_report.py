@@ -14,6 +14,7 @@ import pytest
 from tcdcn.attributes import tasks_in_groups
 from tcdcn.studies import grid as studies
 from tcdcn.studies import report
+from tcdcn.studies import statistics as study_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 POINTS = ["left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"]
@@ -158,18 +159,18 @@ def test_report_figures_are_written_and_linked(written_report: tuple[Path, str])
 
 def test_correlations_are_read_off_the_task_covariance(grid: studies.Study) -> None:
     runs = [_fake_result(grid, "fld_all", s) for s in grid.seeds]
-    by_group = report.group_landmark_correlation(runs)
+    by_group = study_statistics.group_landmark_correlation(runs)
     # smiling vs mouth_left: |corr| 0.5 on x, 0 on y -> 0.25; every other pair is uncorrelated.
     np.testing.assert_allclose(by_group["mouth"], [0, 0, 0, 0.25, 0])
     np.testing.assert_allclose(by_group["pose"], np.zeros(5))
-    assert report.normalised_task_landmark_correlation(runs)["smiling"].tolist() == [0, 0, 0, 1, 0]
-    names, matrix = report.attribute_correlation(runs)
+    assert study_statistics.normalised_task_landmark_correlation(runs)["smiling"].tolist() == [0, 0, 0, 1, 0]
+    names, matrix = study_statistics.attribute_correlation(runs)
     assert names == ["male", "smiling", "glasses", "pose"]
     np.testing.assert_allclose(matrix, np.eye(4))
 
 
 def test_coefficient_summary_counts_drops_and_rises(grid: studies.Study) -> None:
-    summary = report.coefficient_summary([_fake_result(grid, "fld_all", 0)])
+    summary = study_statistics.coefficient_summary([_fake_result(grid, "fld_all", 0)])
     # 1, 1, 1, 0.01, 0.6, 0.6: minimum 0.01, final 0.6, one rise, 1 of 6 evaluations below 0.5.
     assert summary["male"] == {"min": 0.01, "final": 0.6, "rises": 1.0, "fraction_below_half": 1 / 6}
 

@@ -21,7 +21,8 @@ from tcdcn.errors import CheckpointError
 from tcdcn.evaluation.metrics import per_face_error, point_errors
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.models.checkpoint import atomic_save, read_checkpoint
-from tcdcn.training.trainer import Trainer, learning_rate_at
+from tcdcn.training.schedule import learning_rate_at
+from tcdcn.training.trainer import Trainer
 
 NARROW_MODEL = {"channels": [8, 16, 16, 16], "feature_dim": 64}
 NO_AUGMENTATION = {"mirror": False, "rotation_deg": 0.0, "scale": 0.0, "shift": 0.0, "brightness": 0.0,

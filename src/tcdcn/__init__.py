@@ -1,10 +1,17 @@
-"""tcdcn: fast, robust facial landmark detection (TCDCN, Zhang et al., TPAMI 2016)."""
+"""tcdcn: fast, robust facial landmark detection (TCDCN, Zhang et al., TPAMI 2016).
+
+The package's rooms, each importing only from the rooms below it (``docs/architecture.md``, checked by
+``tests/test_architecture.py``): the shared vocabulary (``errors``, ``config``, ``schemes``, ``attributes``,
+``geometry``, ``progress``), ``io``, ``data``, ``models``, ``evaluation``, ``training``, ``inference``,
+``studies`` and ``cli``.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["LandmarkDetector", "FaceResult", "load_model", "__version__"]
 
 if TYPE_CHECKING:

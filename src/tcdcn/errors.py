@@ -41,5 +41,13 @@ class SchemeMismatchError(TcdcnError, ValueError):
     """A model scored on annotations of a landmark scheme it cannot be compared with."""
 
 
+class BackendError(TcdcnError, RuntimeError):
+    """An inference backend that is unknown, not installed, or cannot run the given model file."""
+
+
 class InputError(TcdcnError, ValueError):
     """An argument that cannot be used: a degenerate or non-finite face box, an unsupported image source."""
+
+
+class MissingDependencyError(TcdcnError, ImportError):
+    """An optional dependency a feature needs is not installed; the message names what installs it."""

@@ -14,12 +14,12 @@ On a terminal a tqdm bar; otherwise (CI logs, ``nohup``, pipes) a plain line at 
     for path in progress(paths, "predict", "file"):
         ...
 
-The CLI sets the defaults once with ``configure`` (``--no-progress``, ``-q``, ``--progress-interval``).
+The CLI sets the defaults once with ``configure`` (``--no-progress``, ``-q``, ``--progress-interval``;
+``tcdcn.cli.arguments``).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -56,29 +56,6 @@ def configure(enabled: bool | None = None, interval_s: float | None = None) -> P
             raise ValueError(f"progress interval must be a finite number of seconds >= 0, not {interval_s}")
         _settings.interval_s = interval_s
     return _settings
-
-
-def _interval_argument(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
-    return value
-
-
-def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress reports on stderr (also implied by -q)")
-    parser.add_argument("--progress-interval", type=_interval_argument, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
-                        help="when stderr is not a terminal, a progress line at most every SECONDS "
-                             "(default %(default)g)")
-
-
-def configure_from_arguments(args: argparse.Namespace) -> None:
-    configure(enabled=not (getattr(args, "quiet", False) or getattr(args, "no_progress", False)),
-              interval_s=getattr(args, "progress_interval", DEFAULT_INTERVAL_S))
 
 
 def _duration(seconds: float) -> str:

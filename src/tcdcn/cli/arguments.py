@@ -1,10 +1,16 @@
-"""Argument types for the command line: each refuses an out-of-range value with one line naming it."""
+"""Command-line arguments shared by the commands: checked number types (each refuses an out-of-range value with
+one line naming it), the parser whose errors are one line, and the switches of progress reports and of the
+test-time options."""
 
 from __future__ import annotations
 
 import argparse
 import math
 from collections.abc import Callable
+
+from ..inference.pipeline import CropLandmarkModel
+from ..inference.test_time import MAX_BOX_REFINEMENTS, set_test_time_options
+from ..progress import DEFAULT_INTERVAL_S, configure
 
 
 def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -46,3 +52,47 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _interval_argument(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
+
+
+def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` and ``--progress-interval``, read by ``configure_from_arguments``."""
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress reports on stderr (also implied by -q)")
+    parser.add_argument("--progress-interval", type=_interval_argument, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                        help="when stderr is not a terminal, a progress line at most every SECONDS "
+                             "(default %(default)g)")
+
+
+def configure_from_arguments(args: argparse.Namespace) -> None:
+    """Set the progress defaults from ``-q`` and the switches of ``add_progress_arguments``."""
+    configure(enabled=not (getattr(args, "quiet", False) or getattr(args, "no_progress", False)),
+              interval_s=getattr(args, "progress_interval", DEFAULT_INTERVAL_S))
+
+
+def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line switches of ``set_test_time_options`` (``--flip``, ``--multi-crop``,
+    ``--box-refinements``); each left unset keeps the model's default."""
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="average each face with its mirror image, one network call on both (default: the "
+                             "model's choice, on for the shipped models, off for checkpoints and exported files)")
+    parser.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
+                        help="average the predictions of a 3x3 grid of slightly moved face boxes (default: the "
+                             "model's choice, on for the shipped models, off for checkpoints and exported files)")
+    parser.add_argument("--box-refinements", type=int_in(0, MAX_BOX_REFINEMENTS), default=None, metavar="K",
+                        help="re-frame each face K times on the box of its predicted points before the last "
+                             "pass (default: the model's choice, 1 for the shipped models, 0 for files)")
+
+
+def apply_test_time_arguments(model: CropLandmarkModel, args: argparse.Namespace) -> None:
+    """``set_test_time_options`` from the switches ``add_test_time_arguments`` added."""
+    set_test_time_options(model, args.flip, args.multi_crop, args.box_refinements)

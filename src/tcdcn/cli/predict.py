@@ -5,27 +5,15 @@ Writes, per input, an annotated image (``--out``) and a JSON file (or one JSON l
 reported in one line and the run goes on; the exit status is 1 when any input failed. Video is processed
 frame by frame with landmark smoothing (One Euro filter) unless ``--no-smooth``.
 
-The output folder is guarded so that no run loses or overwrites data:
-
-* ``--out`` may not be, or lie inside, an input folder, and no input may lie inside ``--out``.
-* ``OUT/.tcdcn-predict.lock`` (created exclusively, holding the pid) keeps a second run out while one
-  is writing; a lock whose process is gone is taken over.
-* Results are kept as inputs complete: each JSON line / CSV rows is written at once, each per-input file
-  atomically, and one line per completed input is appended to ``OUT/.tcdcn-predict.tsv``::
-
-      #tcdcn-predict<TAB>format=1<TAB>mode=jsonl<TAB>draw=yes<TAB>model=mtfl-5pt
-      <results file size after the input><TAB><output stem><TAB><absolute input path>
-
-  ``--resume`` truncates the results file to the last recorded size (dropping an input written only in
-  part) and skips the recorded inputs. Without ``--resume`` a folder holding earlier results is refused
-  unless ``--overwrite`` is given.
-* SIGTERM and Ctrl-C end the run after the current input, keeping everything completed so far.
+The output folder is guarded so that no run loses or overwrites data (``tcdcn.io.results``): outputs stay
+outside the inputs, a lock keeps a second run out, and results are recorded as inputs complete, so that
+``--resume`` continues a stopped run and ``--overwrite`` replaces an earlier one. SIGTERM and Ctrl-C end the
+run after the current input, keeping everything completed so far.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import logging
@@ -33,10 +21,8 @@ import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,30 +32,41 @@ from PIL import Image
 
 from ..errors import TcdcnError
 from ..inference.api import DEFAULT_MODEL, FaceResult, LandmarkDetector, rescale_face
-from ..inference.pipeline import BACKENDS, add_test_time_arguments
+from ..inference.loading import BACKENDS
 from ..io.atomic import atomic_write_bytes, temp_path_for
-from ..io.images import (
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_SIDE,
-    MediaInput,
-    _has_glob_magic,
-    iter_image_paths,
-    iter_video_frames,
-    media_kind,
+from ..io.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
+from ..io.results import (
+    LOCK_NAME,
+    PROGRESS_NAME,
+    RESULT_FILES,
+    SHAPING_OPTIONS,
+    AppendFile,
+    DoneInput,
+    OutputLock,
+    ProgressLog,
+    WriteError,
+    check_outside_inputs,
+    csv_rows,
+    describe_os_error,
+    encode_text,
+    escape_field,
+    existing_results,
+    input_folders,
+    input_key,
+    open_outputs,
+    option_text,
+    per_input_files,
+    progress_header,
+    read_progress_log,
+    remove_earlier_results,
+    unique_stem,
+    writing,
 )
-from ..progress import Progress, add_progress_arguments, progress
-from .arguments import int_in
+from ..io.video import MediaInput, declared_frame_count, iter_image_paths, iter_video_frames
+from ..progress import Progress, progress
+from .arguments import add_progress_arguments, add_test_time_arguments, int_in
 
 log = logging.getLogger("tcdcn.predict")
-
-LOCK_NAME = ".tcdcn-predict.lock"
-PROGRESS_NAME = ".tcdcn-predict.tsv"
-PROGRESS_MAGIC = "#tcdcn-predict"
-PROGRESS_FORMAT = "1"
-RESULT_FILES = {"jsonl": "results.jsonl", "csv": "results.csv"}
-CSV_FIXED_COLUMNS = ["input", "frame", "face", "score", "x0", "y0", "x1", "y1"]
-# Header fields a resumed run must match: they decide which files exist and the layout of their records.
-SHAPING_OPTIONS = ("mode", "draw", "model")
 
 
 def add_command(subparsers: Any) -> None:
@@ -102,339 +99,11 @@ def add_command(subparsers: Any) -> None:
                    help="refuse an image file that would decode to more pixels than this, before decoding "
                         "(default %(default)s)")
     add_progress_arguments(p)
-    p.set_defaults(func=run_predict)
-
-
-# ------------------------------------------------------------------------------------------ write errors
-
-
-class _WriteError(Exception):
-    """An output of one input could not be written; the run reports it and goes on."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: cannot write ({reason})")
-        self.path, self.reason = path, reason
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-@contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Turn an OSError while writing ``path`` into a ``_WriteError`` naming it."""
-    try:
-        yield
-    except OSError as exc:
-        raise _WriteError(path, _reason(exc)) from None
-
-
-# ---------------------------------------------------------------------------------------- output safety
-
-
-def _input_folders(paths: Sequence[str]) -> list[Path]:
-    """The folders the inputs are read from: folder arguments and folders a pattern matches."""
-    import glob
-
-    folders: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            folders.append(path)
-        elif _has_glob_magic(text):
-            folders.extend(Path(m) for m in sorted(glob.glob(text, recursive=True)) if Path(m).is_dir())
-    return folders
-
-
-def _check_outside_inputs(out: Path, folders: list[Path], inputs: list[MediaInput],
-                          planned: list[Path]) -> None:
-    """Refuse an --out that would overwrite inputs or be read back as inputs by a later run."""
-    out_real = out.resolve()
-    for folder in folders:
-        real = folder.resolve()
-        if out_real == real:
-            raise TcdcnError(f"{out}: output folder is the input folder {folder}; choose an --out outside "
-                             "the inputs")
-        if real in out_real.parents:
-            raise TcdcnError(f"{out}: output folder lies inside the input folder {folder}; choose an --out "
-                             "outside the inputs")
-    input_paths: dict[Path, Path] = {}
-    for item in inputs:
-        if item.ok:
-            real = item.path.resolve()
-            if out_real in real.parents:
-                raise TcdcnError(f"{item.path}: input lies inside the output folder {out}; choose an --out "
-                                 "that holds no inputs")
-            input_paths[real] = item.path
-    for target in planned:  # an existing output name may be a link to an input
-        source = input_paths.get(target.resolve())
-        if source is not None:
-            raise TcdcnError(f"{target}: output would replace the input {source}; choose another --out")
-
-
-def _pid_running(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would end the process there; assume it runs
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # running, under another user
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def _lock_owner(lock: Path) -> tuple[int | None, int | None]:
-    """The pid written in ``lock`` and the lock's inode; (None, None) when it is gone."""
-    for _ in range(10):  # a lock just created may not hold its pid yet
-        try:
-            with open(lock, "rb") as fh:
-                inode = os.fstat(fh.fileno()).st_ino
-                text = fh.read(64).decode("ascii", errors="replace").strip()
-        except FileNotFoundError:
-            return None, None
-        if text.isdigit():
-            return int(text), inode
-        time.sleep(0.05)
-    return 0, inode
-
-
-class _Lock:
-    """``OUT/.tcdcn-predict.lock``: created with O_EXCL, holding the pid; removed on release."""
-
-    def __init__(self, out: Path, notice: Callable[[str], None]) -> None:
-        self.path = out / LOCK_NAME
-        self.pid = os.getpid()
-        if not self._create():
-            pid, inode = _lock_owner(self.path)
-            if pid is not None and _pid_running(pid):
-                raise TcdcnError(f"{out}: another tcdcn predict (pid {pid}) is writing here; wait for it to end "
-                                 f"or choose another --out (if pid {pid} is not tcdcn, delete {self.path})")
-            if pid is not None:
-                try:
-                    if os.stat(self.path).st_ino == inode:  # not replaced by a new run meanwhile
-                        os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise TcdcnError(f"{self.path}: cannot remove a stale lock ({_reason(exc)})") from None
-            if not self._create():
-                raise TcdcnError(f"{out}: another tcdcn predict is writing here; wait for it to end or choose "
-                                 "another --out")
-            if pid is not None:
-                owner = f"process {pid}" if pid else "a process"
-                notice(f"tcdcn: warning: {self.path}: lock left by {owner}, which is no longer running; "
-                       "taken over")
-
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        except OSError as exc:
-            raise TcdcnError(f"{self.path}: cannot create the lock file ({_reason(exc)})") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{self.pid}\n")
-        return True
-
-    def release(self) -> None:
-        pid, _ = _lock_owner(self.path)
-        if pid == self.pid:  # never remove a lock another run has taken over
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-
-
-# ----------------------------------------------------------------------------------- results and progress
-
-
-class _AppendFile:
-    """A file written only at its end, unbuffered (a killed process loses nothing it wrote), that can
-    be cut back to its size before a failed or partial write."""
-
-    def __init__(self, path: Path, header: bytes | None = None, keep: int | None = None) -> None:
-        """A new file starting with ``header``, or (``keep``) an existing one cut to ``keep`` bytes."""
-        self.path = path
-        with _writing(path):
-            if keep is None:
-                self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                self.size = 0
-            else:
-                self.fd = os.open(path, os.O_WRONLY)
-                os.ftruncate(self.fd, keep)
-                self.size = keep
-            os.lseek(self.fd, self.size, os.SEEK_SET)
-        if header:
-            self.append(header)
-
-    def append(self, data: bytes) -> int:
-        """Write ``data`` in full and return the new size; on failure the file is cut back and
-        ``_WriteError`` raised."""
-        with _writing(self.path):
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self.fd, view):]
-            except OSError:
-                self.cut(self.size)
-                raise
-        self.size += len(data)
-        return self.size
-
-    def cut(self, size: int) -> None:
-        try:
-            os.ftruncate(self.fd, size)
-            os.lseek(self.fd, size, os.SEEK_SET)
-            self.size = size
-        except OSError:
-            pass  # the partial record stays; a resumed run drops it by the recorded size
-
-    def close(self) -> None:
-        try:
-            os.fsync(self.fd)
-        except OSError:
-            pass
-        os.close(self.fd)
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _unescape(text: str) -> str:
-    table = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text):
-            out.append(table.get(text[i + 1], text[i + 1]))
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", errors="surrogateescape")  # file names that are not UTF-8 stay as they are
-
-
-@dataclass
-class _Done:
-    size: int
-    stem: str
-    key: str
-    end: int  # byte offset of the end of this line in the progress file
-
-
-@dataclass
-class _Progress:
-    """What an earlier run recorded: its header fields and one entry per completed input."""
-
-    header: dict[str, str] = field(default_factory=dict)
-    done: list[_Done] = field(default_factory=list)
-    header_end: int = 0
-
-
-def _read_progress(path: Path) -> _Progress:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TcdcnError(f"{path}: cannot read ({_reason(exc)})") from None
-    state = _Progress()
-    lines = data.split(b"\n")[:-1]  # only complete lines: the last one may have been cut short by a kill
-    if not lines:
-        return state
-    first = lines[0].decode("utf-8", errors="surrogateescape").split("\t")
-    if first[0] != PROGRESS_MAGIC:
-        raise TcdcnError(f"{path}: not a tcdcn predict progress file; replace the results with --overwrite")
-    state.header = dict(f.split("=", 1) for f in first[1:] if "=" in f)
-    if state.header.get("format") != PROGRESS_FORMAT:
-        raise TcdcnError(f"{path}: progress file of another format ({state.header.get('format')}); replace the "
-                         "results with --overwrite")
-    offset = state.header_end = len(lines[0]) + 1
-    for number, line in enumerate(lines[1:], start=2):
-        offset += len(line) + 1
-        fields = line.decode("utf-8", errors="surrogateescape").split("\t")
-        if len(fields) != 3 or not fields[0].isdigit():
-            raise TcdcnError(f"{path}:{number}: damaged progress line; replace the results with --overwrite")
-        size = int(fields[0])
-        if state.done and size < state.done[-1].size:
-            raise TcdcnError(f"{path}:{number}: damaged progress line (results size goes down); replace the "
-                             "results with --overwrite")
-        state.done.append(_Done(size, _unescape(fields[1]), _unescape(fields[2]), offset))
-    return state
-
-
-def _progress_header(mode: str, draw: bool, model: str) -> dict[str, str]:
-    return {"format": PROGRESS_FORMAT, "mode": mode, "draw": "yes" if draw else "no", "model": model}
-
-
-def _option_text(key: str, value: str) -> str:
-    if key == "mode":
-        return {"json": "JSON files", "jsonl": "--jsonl", "csv": "--csv"}.get(value, value)
-    if key == "draw":
-        return "annotated images" if value == "yes" else "--no-draw"
-    return f"--model {value}"
-
-
-# ------------------------------------------------------------------------------------------------ records
+    p.set_defaults(func=run)
 
 
 def _faces_record(faces: list[FaceResult]) -> list[dict[str, Any]]:
     return [f.to_dict() for f in faces]
-
-
-def _csv_header(point_names: Sequence[str], task_names: Sequence[str]) -> list[str]:
-    return CSV_FIXED_COLUMNS + [f"{n}_{a}" for n in point_names for a in "xy"] + list(task_names)
-
-
-def _csv_rows(source: Path, record: dict[str, Any], point_names: Sequence[str],
-              task_names: Sequence[str]) -> bytes:
-    """CSV rows for one input: one per face, and one with empty face columns for an image or video
-    frame without a face (every input and frame shows up)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    width = len(_csv_header(point_names, task_names))
-    for frame in record.get("frames", [record]):
-        index = frame.get("frame", 0)
-        if not frame["faces"]:
-            writer.writerow([str(source), index] + [""] * (width - 2))
-        for i, face in enumerate(frame["faces"]):
-            b = face["box"]
-            points = face["landmarks"]
-            attributes = face["attributes"]
-            writer.writerow([str(source), index, i, face["score"], b["x0"], b["y0"], b["x1"], b["y1"]]
-                            + [v for n in point_names for v in points.get(n, ["", ""])]
-                            + [attributes.get(t, "") for t in task_names])
-    return _encode(buffer.getvalue())
-
-
-def _unique_stem(path: Path, used: set[str]) -> str:
-    """``path``'s stem, or ``stem_2``, ``stem_3``... when taken (compared without case: some file systems
-    do not tell ``X.jpg`` from ``x.jpg``)."""
-    stem = path.stem
-    candidate, k = stem, 1
-    while candidate.casefold() in used:
-        k += 1
-        candidate = f"{stem}_{k}"
-    used.add(candidate.casefold())
-    return candidate
-
-
-def _input_key(path: Path) -> str:
-    return str(path.resolve())
-
-
-def _per_input_files(out: Path, stem: str, kind: str | None, mode: str, draw: bool) -> list[Path]:
-    files = [out / f"{stem}.json"] if mode == "json" else []
-    if draw:
-        files.append(out / f"{stem}.mp4" if kind == "video" else out / f"{stem}.jpg")
-    return files
 
 
 # ------------------------------------------------------------------------------------------------ signals
@@ -490,7 +159,7 @@ class _Plan:
     renamed: list[tuple[MediaInput, str, str]]  # input, its stem, the input that holds the plain stem
 
 
-def _plan(inputs: list[MediaInput], done: dict[str, _Done]) -> _Plan:
+def _plan(inputs: list[MediaInput], done: dict[str, DoneInput]) -> _Plan:
     used: set[str] = set()
     owner: dict[str, str] = {}
     for entry in done.values():
@@ -504,11 +173,11 @@ def _plan(inputs: list[MediaInput], done: dict[str, _Done]) -> _Plan:
         if not item.ok:
             failed.append(item)
             continue
-        key = _input_key(item.path)
+        key = input_key(item.path)
         if key in done:
             already += 1
             continue
-        stem = _unique_stem(item.path, used)
+        stem = unique_stem(item.path, used)
         owner.setdefault(stem.casefold(), str(item.path))
         if stem != item.path.stem:
             renamed.append((item, stem, owner.get(item.path.stem.casefold(), "?")))
@@ -516,7 +185,8 @@ def _plan(inputs: list[MediaInput], done: dict[str, _Done]) -> _Plan:
     return _Plan(todo, failed, already, renamed)
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``tcdcn predict``: the exit status (1 when an input failed, 128 + signal number when stopped)."""
     out = Path(args.out)
     mode = "jsonl" if args.jsonl else "csv" if args.csv else "json"
     draw = not args.no_draw
@@ -524,14 +194,14 @@ def run_predict(args: argparse.Namespace) -> int:
     fresh = _plan(inputs, {})
     results_path = out / RESULT_FILES[mode] if mode in RESULT_FILES else None
     progress_path = out / PROGRESS_NAME
-    planned = [f for item, stem in fresh.todo for f in _per_input_files(out, stem, item.kind, mode, draw)]
+    planned = [f for item, stem in fresh.todo for f in per_input_files(out, stem, item.kind, mode, draw)]
     fixed = [out / name for name in (LOCK_NAME, PROGRESS_NAME, *RESULT_FILES.values())]
-    _check_outside_inputs(out, _input_folders(args.paths), inputs, planned + fixed)
+    check_outside_inputs(out, input_folders(args.paths), inputs, planned + fixed)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TcdcnError(f"{out}: cannot create the output folder ({_reason(exc)})") from None
-    lock = _Lock(out, lambda text: print(text, file=sys.stderr, flush=True))
+        raise TcdcnError(f"{out}: cannot create the output folder ({describe_os_error(exc)})") from None
+    lock = OutputLock(out, lambda text: print(text, file=sys.stderr, flush=True))
     try:
         with _Interruption() as interruption:
             return _run_locked(args, out, mode, draw, inputs, fresh, planned, results_path, progress_path, interruption)
@@ -539,51 +209,27 @@ def run_predict(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _existing_results(planned: list[Path], progress_path: Path, results_path: Path | None) -> list[Path]:
-    # A folder in the way of an output file is not a result: its input is reported as not writable.
-    candidates = [progress_path] + ([results_path] if results_path is not None else []) + planned
-    return [p for p in candidates if p.is_file() or p.is_symlink()]
-
-
-def _remove_earlier_results(out: Path, progress_path: Path, planned: list[Path]) -> None:
-    """--overwrite: the earlier run's results (those its progress file names too) and this run's outputs."""
-    earlier: list[Path] = []
-    if progress_path.is_file():
-        try:
-            previous = _read_progress(progress_path)
-        except TcdcnError:
-            previous = _Progress()
-        for entry in previous.done:
-            earlier.extend(out / f"{entry.stem}{suffix}" for suffix in (".json", ".jpg", ".mp4"))
-    for path in [out / name for name in RESULT_FILES.values()] + earlier + planned + [progress_path]:
-        if path.is_file() or path.is_symlink():
-            try:
-                path.unlink()
-            except OSError as exc:
-                raise TcdcnError(f"{path}: cannot remove an earlier result ({_reason(exc)})") from None
-
-
 def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inputs: list[MediaInput],
                 fresh: _Plan, planned: list[Path], results_path: Path | None, progress_path: Path,
                 interruption: _Interruption) -> int:
     from ..inference.draw import draw_faces
 
-    header = _progress_header(mode, draw, args.model)
-    earlier: _Progress | None = None
+    header = progress_header(mode, draw, args.model)
+    earlier: ProgressLog | None = None
     if args.resume and progress_path.is_file():
-        earlier = _read_progress(progress_path)
+        earlier = read_progress_log(progress_path)
         if earlier.header:
             for key in SHAPING_OPTIONS:
                 if earlier.header.get(key) != header[key]:
                     raise TcdcnError(
                         f"{out}: cannot resume with other output options (earlier run: "
-                        f"{_option_text(key, earlier.header.get(key, '?'))}, this run: "
-                        f"{_option_text(key, header[key])}); use the earlier options, or replace the results "
+                        f"{option_text(key, earlier.header.get(key, '?'))}, this run: "
+                        f"{option_text(key, header[key])}); use the earlier options, or replace the results "
                         "with --overwrite")
     elif args.overwrite:
-        _remove_earlier_results(out, progress_path, planned)
+        remove_earlier_results(out, progress_path, planned)
     else:
-        existing = _existing_results(planned, progress_path, results_path)
+        existing = existing_results(planned, progress_path, results_path)
         if existing:
             names = ", ".join(p.name for p in existing[:3]) + (f" and {len(existing) - 3} more"
                                                               if len(existing) > 3 else "")
@@ -597,7 +243,7 @@ def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inpu
     point_names = tuple(detector.model.scheme.point_names)
     task_names = tuple(detector.model.task_names)
 
-    done, results, progress_file = _open_outputs(out, mode, draw, earlier, header, results_path, progress_path,
+    done, results, progress_file = open_outputs(out, mode, draw, earlier, header, results_path, progress_path,
                                                  point_names, task_names)
     plan = _plan(inputs, done) if done else fresh
     failures = len(plan.failed)
@@ -617,7 +263,7 @@ def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inpu
                 _process(detector, item, stem, out, mode, draw, not args.no_smooth, interruption, counter, draw_faces,
                          results, progress_file, point_names, task_names)
                 completed += 1
-            except (TcdcnError, _WriteError) as exc:
+            except (TcdcnError, WriteError) as exc:
                 failures += 1
                 counter.write(f"tcdcn: error: {exc}")
             except _Interrupted:
@@ -641,58 +287,9 @@ def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inpu
     return 1 if failures else 0
 
 
-def _open_outputs(out: Path, mode: str, draw: bool, earlier: _Progress | None, header: dict[str, str],
-                  results_path: Path | None, progress_path: Path, point_names: Sequence[str],
-                  task_names: Sequence[str]) -> tuple[dict[str, _Done], _AppendFile | None, _AppendFile]:
-    """Open the results file and the progress file, new or (``earlier``) cut back to the last complete
-    input; returns the completed inputs by key."""
-    kept: list[_Done] = []
-    if earlier is not None and earlier.header:
-        actual = results_path.stat().st_size if results_path is not None and results_path.is_file() else None
-        for entry in earlier.done:
-            if results_path is not None and (actual is None or entry.size > actual):
-                break  # recorded but not (or no longer) in the results file: done again
-            kept.append(entry)
-    csv_header = _encode(_csv_row(_csv_header(point_names, task_names))) if mode == "csv" else None
-    try:
-        if kept:
-            progress_file = _AppendFile(progress_path, keep=kept[-1].end)
-        elif earlier is not None and earlier.header:
-            progress_file = _AppendFile(progress_path, keep=earlier.header_end)
-        else:
-            progress_file = _AppendFile(progress_path, header=_encode(
-                "\t".join([PROGRESS_MAGIC] + [f"{k}={_escape(v)}" for k, v in header.items()]) + "\n"))
-        results: _AppendFile | None = None
-        if results_path is not None:
-            try:
-                results = (_AppendFile(results_path, keep=kept[-1].size) if kept
-                           else _AppendFile(results_path, header=csv_header))
-            except BaseException:
-                progress_file.close()
-                raise
-    except _WriteError as exc:
-        raise TcdcnError(str(exc)) from None
-    done: dict[str, _Done] = {}
-    for entry in kept:
-        # A per-input file of a completed input that has gone missing is written again.
-        if all(p.is_file() for p in _per_input_files(out, entry.stem, _kind_of(entry.key), mode, draw)):
-            done[entry.key] = entry
-    return done, results, progress_file
-
-
-def _kind_of(key: str) -> str:
-    return media_kind(key) or "image"
-
-
-def _csv_row(values: list[str]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
-    return buffer.getvalue()
-
-
 def _process(detector: LandmarkDetector, item: MediaInput, stem: str, out: Path, mode: str, draw: bool,
              smooth: bool, interruption: _Interruption, counter: Progress[Any], draw_faces: Callable[..., np.ndarray],
-             results: _AppendFile | None, progress_file: _AppendFile, point_names: Sequence[str],
+             results: AppendFile | None, progress_file: AppendFile, point_names: Sequence[str],
              task_names: Sequence[str]) -> None:
     """Predict one input and write its outputs: media file and JSON atomically, then its results lines,
     then its progress line (which marks it complete)."""
@@ -700,12 +297,12 @@ def _process(detector: LandmarkDetector, item: MediaInput, stem: str, out: Path,
         target = out / f"{stem}.mp4"
         drawn_tmp: Path | None = None
         if draw:
-            with _writing(target):
+            with writing(target):
                 drawn_tmp = temp_path_for(target, suffix=".mp4")  # OpenCV picks the container by suffix
         try:
             record = _predict_video(detector, item.path, drawn_tmp, target, smooth, interruption, counter)
             if drawn_tmp is not None:
-                with _writing(target):
+                with writing(target):
                     os.chmod(drawn_tmp, 0o644)
                     os.replace(drawn_tmp, target)
         finally:
@@ -721,24 +318,24 @@ def _process(detector: LandmarkDetector, item: MediaInput, stem: str, out: Path,
             buffer = io.BytesIO()
             Image.fromarray(draw_faces(rgb, shown)).save(buffer, format="JPEG", quality=92)
             target = out / f"{stem}.jpg"
-            with _writing(target):
+            with writing(target):
                 atomic_write_bytes(target, buffer.getvalue(), fsync=False)
         summary = f"{len(found)} face(s)"
     size = before = 0
     # Files are flushed to the kernel, not fsynced one by one: that survives a killed process at little cost.
     if mode == "json":
         target = out / f"{stem}.json"
-        with _writing(target):
-            atomic_write_bytes(target, _encode(json.dumps(record, indent=1)), fsync=False)
+        with writing(target):
+            atomic_write_bytes(target, encode_text(json.dumps(record, indent=1)), fsync=False)
     else:
         assert results is not None
-        data = (_encode(json.dumps(record) + "\n") if mode == "jsonl"
-                else _csv_rows(item.path, record, point_names, task_names))
+        data = (encode_text(json.dumps(record) + "\n") if mode == "jsonl"
+                else csv_rows(item.path, record, point_names, task_names))
         before = results.size
         size = results.append(data)
     try:
-        progress_file.append(_encode(f"{size}\t{_escape(stem)}\t{_escape(_input_key(item.path))}\n"))
-    except _WriteError:
+        progress_file.append(encode_text(f"{size}\t{escape_field(stem)}\t{escape_field(input_key(item.path))}\n"))
+    except WriteError:
         if results is not None and mode != "json":
             results.cut(before)  # unrecorded lines would be duplicated by a resumed run
         raise
@@ -757,7 +354,7 @@ def _predict_video(detector: LandmarkDetector, path: Path, drawn: Path | None, t
     smoother = LandmarkSmoother() if smooth else None
     frames: list[dict[str, Any]] = []
     video_writer = None
-    declared = _video_frame_count(path)
+    declared = declared_frame_count(path)
     try:
         for frame in progress(iter_video_frames(path), f"predict {path.name}", "frame", total=declared):
             if interruption.requested:
@@ -774,7 +371,7 @@ def _predict_video(detector: LandmarkDetector, path: Path, drawn: Path | None, t
                     h, w = image.shape[:2]
                     video_writer = cv2.VideoWriter(str(drawn), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
                     if not video_writer.isOpened():
-                        raise _WriteError(target, "no video encoder for mp4v")
+                        raise WriteError(target, "no video encoder for mp4v")
                 video_writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     finally:
         if video_writer is not None:
@@ -786,15 +383,3 @@ def _predict_video(detector: LandmarkDetector, path: Path, drawn: Path | None, t
         record["frames_declared"] = declared
         record["complete"] = False
     return record
-
-
-def _video_frame_count(path: Path) -> int | None:
-    """The frame count the container reports, or None: some streams report 0 or a wrong estimate."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    try:
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
-    finally:
-        capture.release()
-    return count if count > 0 else None

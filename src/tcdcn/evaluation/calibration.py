@@ -23,13 +23,13 @@ import torch
 
 from ..data.annotation import FaceAnnotation
 from ..geometry import box_from_landmarks
-from ..inference.pipeline import CropLandmarkModel
 from ..io.images import load_image, to_grey
 from ..models.network import TCDCN
-from .metrics import per_face_error, point_errors
+from .metrics import normalised_face_errors
+from .protocol import LandmarkPredictor
 
 
-def prediction_offsets(model: CropLandmarkModel, faces: Sequence[FaceAnnotation]) -> np.ndarray:
+def prediction_offsets(model: LandmarkPredictor, faces: Sequence[FaceAnnotation]) -> np.ndarray:
     """(N, P, 2) prediction - annotation per face and point, in normalised crop units (1 = half a side).
 
     Faces are framed with the ground-truth box convention and no rotation, so an image-pixel offset is the
@@ -78,6 +78,6 @@ def cross_fitted_error(offsets: np.ndarray, faces: Sequence[FaceAnnotation], fol
     for k in range(folds):
         fitted = horizontal_offsets(offsets[fold_of != k])  # (P, 2)
         corrected[fold_of == k] -= fitted[None] * to_pixels[fold_of == k]
-    before = per_face_error(point_errors(pred, target, iod)).mean()
-    after = per_face_error(point_errors(corrected, target, iod)).mean()
+    before = normalised_face_errors(pred, target, iod).mean()
+    after = normalised_face_errors(corrected, target, iod).mean()
     return float(before), float(after)

@@ -22,6 +22,13 @@ def per_face_error(errors: np.ndarray, visible: np.ndarray | None = None) -> np.
     return np.where(counts > 0, (errors * vis).sum(axis=1) / np.maximum(counts, 1), np.nan)
 
 
+def normalised_face_errors(pred: np.ndarray, target: np.ndarray, normaliser: np.ndarray,
+                           visible: np.ndarray | None = None) -> np.ndarray:
+    """(N, P, 2), (N, P, 2), (N,), (N, P) -> (N,) each face's mean point error over its normalising distance,
+    over the visible points: the figure every error statistic of the package starts from."""
+    return per_face_error(point_errors(pred, target, normaliser), visible)
+
+
 def nme(face_errors: np.ndarray) -> float:
     """Mean normalised error over faces."""
     return float(np.mean(face_errors))

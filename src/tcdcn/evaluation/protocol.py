@@ -8,17 +8,16 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..data.annotation import FaceAnnotation
 from ..errors import ImageError, SchemeMismatchError
 from ..geometry import Box, box_from_landmarks
-from ..inference.backends.torch import LandmarkModel
-from ..inference.pipeline import DEFAULT_BATCH_SIZE, Prediction
 from ..io.images import load_image, to_grey
 from ..progress import progress
+from ..schemes import LandmarkScheme
 from .metrics import (
     DEFAULT_FAILURE_THRESHOLD,
     auc,
@@ -26,6 +25,7 @@ from .metrics import (
     ced,
     failure_rate,
     nme,
+    normalised_face_errors,
     per_face_error,
     per_landmark_error,
     point_errors,
@@ -34,9 +34,30 @@ from .metrics import (
 log = logging.getLogger("tcdcn.evaluate")
 
 BOX_MODES = ("image", "gt", "detect")
+# Faces read and predicted per block: progress counts finished blocks, and memory holds one block's images.
+DEFAULT_BATCH_SIZE = 256
 
 # Finds faces in an RGB image and returns boxes in the package's face-box convention.
 BoxDetector = Callable[[np.ndarray], list[Box]]
+
+
+class LandmarkPrediction(Protocol):
+    """What a model's ``predict`` returns (``tcdcn.inference.pipeline.Prediction``)."""
+
+    landmarks: np.ndarray  # (N, P, 2) image pixels
+    attribute_probabilities: np.ndarray  # (N, T)
+
+
+class LandmarkPredictor(Protocol):
+    """What evaluation needs of a model: its scheme, its tasks and ``predict`` (any inference backend)."""
+
+    @property
+    def scheme(self) -> LandmarkScheme: ...
+
+    @property
+    def task_names(self) -> tuple[str, ...]: ...
+
+    def predict(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box]) -> LandmarkPrediction: ...
 
 
 @dataclass
@@ -76,11 +97,9 @@ class EvaluationReport:
         return finite_or_none(summary)
 
     def write_ced(self, png_path: str | Path, label: str = "") -> Path:
-        """Write the CED curve as PNG and its data as CSV beside it (same name, .csv)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        """Write the CED curve as PNG and its data as CSV beside it (same name, .csv); the figure needs
+        matplotlib (``MissingDependencyError`` without it)."""
+        from .plots import save_ced_figure
 
         thresholds, fractions = ced(self.face_errors[~np.isnan(self.face_errors)], max_error=0.2)
         png = Path(png_path)
@@ -89,17 +108,7 @@ class EvaluationReport:
             w = csv.writer(fh)
             w.writerow(["normalised_error", "fraction_of_faces"])
             w.writerows(zip(thresholds.round(5), fractions.round(5)))
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.plot(thresholds, fractions, label=label or None)
-        ax.set_xlabel("mean error / inter-ocular distance")
-        ax.set_ylabel("fraction of faces")
-        ax.grid(alpha=0.3)
-        if label:
-            ax.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(png, dpi=120)
-        plt.close(fig)
-        return png
+        return save_ced_figure(thresholds, fractions, png, label)
 
 
 def finite_or_none(value: Any) -> Any:
@@ -115,7 +124,7 @@ def finite_or_none(value: Any) -> Any:
 
 
 def evaluate(
-    model: LandmarkModel,
+    model: LandmarkPredictor,
     faces: Sequence[FaceAnnotation],
     box: str = "image",
     detector: BoxDetector | None = None,
@@ -154,7 +163,7 @@ def evaluate(
         log.warning("%d face(s) with a zero normalising distance are not scored (first: %s)",
                     len(unscorable), unscorable[0])
     keep: list[int] = []
-    parts: list[Prediction] = []
+    parts: list[LandmarkPrediction] = []
     # A batch of faces is read and predicted before the next, so progress counts finished faces.
     with progress(len(faces), "evaluate", "face") as shown:
         for start in range(0, len(faces), DEFAULT_BATCH_SIZE):
@@ -183,9 +192,12 @@ def evaluate(
             if greys:
                 parts.append(model.predict(greys, boxes))
             shown.update(min(DEFAULT_BATCH_SIZE, len(faces) - start))
-    pred = (Prediction(np.concatenate([p.landmarks for p in parts]),
-                       np.concatenate([p.attribute_probabilities for p in parts]))
-            if parts else model.predict([], []))
+    if parts:
+        landmarks = np.concatenate([p.landmarks for p in parts])
+        probabilities = np.concatenate([p.attribute_probabilities for p in parts])
+    else:
+        empty = model.predict([], [])
+        landmarks, probabilities = empty.landmarks, empty.attribute_probabilities
 
     n = len(faces)
     face_err = np.where(scorable, np.inf, np.nan)  # inf: no face found (a failure); nan: not scored
@@ -193,24 +205,24 @@ def evaluate(
     keep_idx = np.asarray(keep, dtype=int)
     per_landmark = np.full(scheme.num_points, np.nan)
     if len(keep_idx):
-        errs = point_errors(pred.landmarks, targets[keep_idx], interocular[keep_idx])  # (K, P)
+        errs = point_errors(landmarks, targets[keep_idx], interocular[keep_idx])  # (K, P)
         face_err[keep_idx] = per_face_error(errs, visible[keep_idx])
-        errs_ip = point_errors(pred.landmarks, targets[keep_idx], interpupil[keep_idx])
-        face_err_ip[keep_idx] = per_face_error(errs_ip, visible[keep_idx])
+        face_err_ip[keep_idx] = normalised_face_errors(landmarks, targets[keep_idx], interpupil[keep_idx],
+                                                       visible[keep_idx])
         per_landmark = per_landmark_error(errs, visible[keep_idx])
     accuracy: dict[str, float] = {}
     for j, task in enumerate(model.task_names):
         labelled = [k for k, i in enumerate(keep) if task in faces[i].attributes]
         if labelled:
             labels = np.array([faces[keep[k]].attributes[task] for k in labelled], float)
-            accuracy[task] = float(binary_accuracy(pred.attribute_probabilities[labelled, j:j + 1], labels[:, None])[0])
+            accuracy[task] = float(binary_accuracy(probabilities[labelled, j:j + 1], labels[:, None])[0])
     pose_tasks = [j for j, t in enumerate(model.task_names) if t.startswith("pose_")]
     if len(pose_tasks) > 1:
         pose_names = [model.task_names[j] for j in pose_tasks]
         labelled = [k for k, i in enumerate(keep) if all(t in faces[i].attributes for t in pose_names)]
         if labelled:
             truth = np.array([[faces[keep[k]].attributes[model.task_names[j]] for j in pose_tasks] for k in labelled])
-            guess = pred.attribute_probabilities[np.ix_(labelled, pose_tasks)]
+            guess = probabilities[np.ix_(labelled, pose_tasks)]
             accuracy["pose_class"] = float(np.mean(truth.argmax(1) == guess.argmax(1)))
     return EvaluationReport(
         n=n, detected=len(keep), box=box, point_names=scheme.point_names, face_errors=face_err,

@@ -26,12 +26,14 @@ from ..io.images import (
     to_grey,
     to_original_pixels,
 )
+from .loading import load_landmark_model
+from .test_time import set_test_time_options
 
 DEFAULT_MODEL = "mtfl-5pt"
 
 
 class LandmarkBackend(Protocol):
-    """What the detector needs of a model: torch (``inference.LandmarkModel``) or onnxruntime."""
+    """What the detector needs of a model: torch (``backends.torch.LandmarkModel``) or onnxruntime."""
 
     task_names: tuple[str, ...]
     mirror_average: bool
@@ -75,12 +77,6 @@ class FaceResult:
 
 def load_backend(model: str, backend: str = "auto") -> LandmarkBackend:
     """A shipped model name or a file, run with torch or onnxruntime ("auto": onnxruntime)."""
-    try:
-        from .pipeline import load_landmark_model
-    except ImportError:  # runtime module unavailable: torch path only
-        from .backends.torch import LandmarkModel
-
-        return LandmarkModel.load(model)
     return load_landmark_model(model, backend=backend)
 
 
@@ -89,7 +85,7 @@ class LandmarkDetector:
 
     ``model``: a shipped model name (``mtfl-5pt``, ``300w-68pt``) or a checkpoint / ONNX path.
     ``backend``: "auto", "torch" or "onnx". ``face_detector``: any callable ``rgb -> list[Detection]``
-    (default: ``tcdcn.detect.FaceDetector()``). ``max_side``: images are decoded with their long side
+    (default: ``tcdcn.inference.detectors.FaceDetector()``). ``max_side``: images are decoded with their long side
     bounded by this (memory and time stay bounded on huge photos). ``max_pixels``: an image file
     that would decode to more pixels than this is refused with ``ImageError`` before decoding.
     ``mirror_average``: also run each face mirrored and average (None: the model's default, on for the
@@ -102,12 +98,10 @@ class LandmarkDetector:
                  max_side: int = DEFAULT_MAX_SIDE, mirror_average: bool | None = None,
                  multi_crop: bool | None = None, box_refinements: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-        from .pipeline import set_test_time_options
-
         self.model = load_backend(model, backend)
         set_test_time_options(self.model, mirror_average, multi_crop, box_refinements)
         if face_detector is None:
-            from .detectors.face_detector import FaceDetector
+            from .detectors import FaceDetector
 
             face_detector = FaceDetector()
         self.face_detector = face_detector

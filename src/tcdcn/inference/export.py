@@ -1,10 +1,10 @@
 """Export a trained TCDCN to ONNX (float, and int8 by static quantisation) for torch-free inference.
 
 The graph takes the raw grey crop batch ``crops`` (N, 1, S, S) float32 in 0..255, standardises it
-inside (as ``model.standardise`` does), and returns ``landmarks`` (N, P, 2) in normalised [-1, 1]
+inside (as ``models.network.standardise`` does), and returns ``landmarks`` (N, P, 2) in normalised [-1, 1]
 crop coordinates and ``attribute_logits`` (N, T). Everything needed to run it (scheme, task names,
 input size, config, source) is stored in the ONNX model's ``metadata_props``, so the .onnx file alone
-is a complete model for ``tcdcn.runtime.OnnxLandmarkModel``.
+is a complete model for ``tcdcn.inference.backends.onnx.OnnxLandmarkModel``.
 
 Quantisation: ``quantize_int8`` uses onnxruntime's static quantisation (QDQ or QOperator format) with
 per-channel int8 weights and uint8 activations, calibrated on crops of MTFL *training* faces. The conv
@@ -18,9 +18,7 @@ in a shape onnxruntime's int8 convolution runs faster (``space_to_depth_stem``).
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,24 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cli.arguments import int_in
 from ..errors import TcdcnError
 from ..io.atomic import atomic_write_bytes
 from ..models.denormals import flush_onnx_initializers
+from .backends.onnx import FORMAT_NAME, FORMAT_VERSION
 
 if TYPE_CHECKING:
     from ..models.network import TCDCN
     from .backends.torch import LandmarkModel
 
-log = logging.getLogger("tcdcn")
-
 DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = (9, 20)  # what torch's TorchScript exporter writes without warnings
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("landmarks", "attribute_logits")
-# Written into metadata_props; bump when the graph's contract (inputs, outputs, metadata keys) changes.
-FORMAT_NAME = "tcdcn-onnx"
-FORMAT_VERSION = "1"
 # Faces of the MTFL training list used to calibrate int8 activation ranges (never test faces).
 DEFAULT_CALIBRATION_FACES = 500
 CALIBRATION_BATCH = 50
@@ -90,8 +83,8 @@ def _as_landmark_model(model: LandmarkModel | TCDCN, scheme: str | None, task_na
 
 def export_metadata(model: LandmarkModel) -> dict[str, str]:
     """The metadata_props written into the ONNX file (all values are strings)."""
-    from .. import __version__
     from ..config import config_to_dict
+    from ..version import __version__
 
     metadata = {
         "format": FORMAT_NAME,
@@ -106,7 +99,7 @@ def export_metadata(model: LandmarkModel) -> dict[str, str]:
         "outputs": "landmarks: (N,P,2) normalised [-1,1] crop coords; attribute_logits: (N,T)",
     }
     shift = getattr(model, "landmark_shift", None)
-    if shift is not None:  # what test-time mirroring must restore (see runtime.CropLandmarkModel)
+    if shift is not None:  # what test-time mirroring must restore (see pipeline.CropLandmarkModel)
         metadata["landmark_shift"] = json.dumps(np.asarray(shift, dtype=float).round(8).tolist())
     return metadata
 
@@ -126,8 +119,13 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def _atomic_write_bytes(data: bytes, target: Path) -> None:
-    atomic_write_bytes(target, data, mkdir=True)
+def write_model_file(data: bytes, target: Path) -> Path:
+    """Write a serialised graph atomically (its folder created as needed); ``ExportError`` naming ``target``
+    when it cannot be written."""
+    try:
+        return atomic_write_bytes(target, data, mkdir=True)
+    except OSError as exc:
+        raise ExportError(f"{target}: cannot write ({exc.strerror or exc})") from None
 
 
 def export_onnx(
@@ -167,11 +165,7 @@ def export_onnx(
     flush_onnx_initializers(graph)
     _set_metadata(graph, export_metadata(lm))
     onnx.checker.check_model(graph)
-    try:
-        _atomic_write_bytes(graph.SerializeToString(), target)
-    except OSError as exc:
-        raise ExportError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    return target
+    return write_model_file(graph.SerializeToString(), target)
 
 
 class CropCalibrationReader:
@@ -386,61 +380,4 @@ def quantize_int8(
         "calibration_faces": int(len(calibration)), "float_nodes": excluded,
         "stem": "space_to_depth" if rewritten else "plain",
     })})
-    try:
-        _atomic_write_bytes(graph.SerializeToString(), target)
-    except OSError as exc:
-        raise ExportError(f"{target}: cannot write ({exc.strerror or exc})") from None
-    return target
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-def add_command(subparsers: Any) -> None:
-    """``tcdcn export --model NAME_OR_PATH --format onnx [--int8] --out PATH``."""
-    p = subparsers.add_parser("export", help="export a model to ONNX (optionally int8) for torch-free inference")
-    p.add_argument("--model", required=True, help="shipped model name or checkpoint path")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
-    p.add_argument("--out", required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int_in(*SUPPORTED_OPSETS), default=DEFAULT_OPSET,
-                   help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[1]} (default %(default)s)")
-    p.add_argument("--int8", action="store_true", help="also quantise to int8 (static, calibrated on training faces)")
-    p.add_argument("--calibration-data", default=None,
-                   help="annotation list or folder of TRAINING faces for int8 calibration (default: none for a "
-                        "shipped model, whose int8 graph ships in the package; the checkpoint's data.train)")
-    p.add_argument("--calibration-faces", type=int_in(1), default=DEFAULT_CALIBRATION_FACES,
-                   help="number of calibration faces (default %(default)s)")
-    p.set_defaults(func=run_export_command)
-
-
-def run_export_command(args: argparse.Namespace) -> int:
-    from .backends.torch import LandmarkModel
-
-    out = Path(args.out)
-    if out.suffix != ".onnx":
-        raise ExportError(f"{out}: the output file should end in .onnx")
-    model = LandmarkModel.load(args.model)
-    if not args.int8:
-        export_onnx(model, out, opset=args.opset)
-        log.info("wrote %s (float32)", out)
-        return 0
-    if args.calibration_data is None and args.opset == DEFAULT_OPSET:
-        from .pipeline import shipped_onnx_file
-
-        shipped = shipped_onnx_file(args.model, int8=True)
-        if shipped is not None:  # calibrated on the model's training faces when it was shipped
-            try:
-                _atomic_write_bytes(shipped.read_bytes(), out)
-            except OSError as exc:
-                raise ExportError(f"{out}: cannot write ({exc.strerror or exc})") from None
-            log.info("wrote %s (the shipped int8 graph of %s)", out, args.model)
-            return 0
-    calibration_file = Path(args.calibration_data or model.cfg.data.train)
-    if not calibration_file.exists():
-        raise ExportError(f"{calibration_file}: calibration faces not found (--calibration-data: an annotation "
-                          "list or folder of training faces)")
-    crops = calibration_crops(calibration_file, args.calibration_faces, model.input_size)
-    with tempfile.TemporaryDirectory() as tmpdir:
-        float_file = export_onnx(model, Path(tmpdir) / "float.onnx", opset=args.opset)
-        quantize_int8(float_file, out, crops)
-    log.info("wrote %s (int8, calibrated on %d training faces)", out, len(crops))
-    return 0
+    return write_model_file(graph.SerializeToString(), target)

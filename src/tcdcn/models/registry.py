@@ -17,7 +17,7 @@ from ..geometry import CropJitter, grid_jitters
 @dataclass(frozen=True)
 class ModelWeights:
     name: str
-    file: str  # inside tcdcn/weights/
+    file: str  # inside tcdcn/models/weights/
     sha256: str
     scheme: str
     input_size: int
@@ -35,7 +35,7 @@ class ModelWeights:
     # the validation split; callers can switch it off.
     multi_crop: tuple[CropJitter, ...] = ()
     # Re-framings of each face on the convention's box of the previous answer's points before the last
-    # pass (tcdcn.runtime.CropLandmarkModel.predict). Chosen on validation with detector boxes.
+    # pass (tcdcn.inference.pipeline.CropLandmarkModel.predict). Chosen on validation with detector boxes.
     box_refinements: int = 0
 
     def path(self) -> Path:
@@ -82,7 +82,7 @@ SHIPPED: dict[str, ModelWeights] = {
             mirror_average=True,
             box_refinements=1,
             multi_crop=STANDARD_MULTI_CROP,
-            calibration="mirror-axis x offsets (tcdcn.calibration) fitted on the 1,000 validation faces and "
+            calibration="mirror-axis x offsets (tcdcn.evaluation.calibration) fitted on the 1,000 validation faces and "
                         "folded into the landmark head (scripts/ship_model.py --mirror-calibration "
                         "configs/mtfl-5pt.yaml)",
         ),

@@ -5,12 +5,12 @@
 when a run was interrupted), evaluates ``best.pt`` on the AFLW test set with the whole image as the
 face box, and writes a small results JSON to ``reports/studies_results/<variant>__seed<k>.json``.
 A run whose results file exists is never retrained. Finally ``reports/studies.md`` is regenerated from
-all saved results (``tcdcn.report``).
+all saved results (``tcdcn.studies.report``).
 
 Several workers may share one grid: each run is claimed with a lock file (``claim`` in the run folder,
 holding the worker's pid), so ``--workers 2`` trains two runs at a time with one torch thread each.
 
-    tcdcn study                 # or: python -m tcdcn.studies.grid
+    tcdcn study                 # or: python -m tcdcn study
     tcdcn study --workers 2     # two runs at a time
     tcdcn study --report-only   # regenerate the report from reports/studies_results/
     tcdcn study --list          # each run's state: done / partial / todo
@@ -18,13 +18,10 @@ holding the worker's pid), so ``--workers 2`` trains two runs at a time with one
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,19 +32,15 @@ from typing import Any
 import numpy as np
 
 from ..attributes import tasks_by_name
-from ..cli.arguments import OneLineParser, int_in
 from ..config import Config, apply_overrides, config_from_dict, config_to_dict, read_yaml_mapping
 from ..data.annotation import FaceAnnotation
 from ..errors import CheckpointError, ConfigError, TcdcnError
-from ..progress import PLAIN_ENV, add_progress_arguments, configure_from_arguments, progress
+from ..io.atomic import atomic_write_text
+from ..progress import progress
 
 log = logging.getLogger("tcdcn.studies")
 
 RESULTS_SCHEMA = 1
-DEFAULT_GRID = "configs/studies/grid.yaml"
-DEFAULT_RUNS_DIR = "runs/studies"
-DEFAULT_RESULTS_DIR = "reports/studies_results"
-DEFAULT_REPORT = "reports/studies.md"
 CLAIM_FILE = "claim"
 STARTED_FILE = "started_at.json"
 
@@ -260,10 +253,7 @@ def _now() -> tuple[float, str]:
 
 
 def _write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n", mkdir=True)
 
 
 def run_one(study: Study, variant: Variant, seed: int, runs_dir: Path, results_dir: Path, faces: StudyFaces,
@@ -387,98 +377,3 @@ def run_grid(study: Study, runs_dir: Path, results_dir: Path, variants: Sequence
         finally:
             release_run(run_dir)
     return failures
-
-
-# ---- command line ----------------------------------------------------------------------------------
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grid", default=DEFAULT_GRID, help=f"grid YAML (default {DEFAULT_GRID})")
-    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="run folders <variant>/seed<k>/ (git-ignored)")
-    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="one results JSON per run (committed)")
-    p.add_argument("--report", default=DEFAULT_REPORT,
-                   help="markdown report; its figures go to figures/ beside it")
-    p.add_argument("--workers", type=int_in(1), default=1, help="runs trained at the same time (separate processes)")
-    p.add_argument("--threads", type=int_in(1), default=None, help="torch threads per worker (default: the config's)")
-    p.add_argument("--variant", action="append", default=[], help="only this variant (repeatable)")
-    p.add_argument("--seed", action="append", type=int_in(0), default=[], help="only this seed (repeatable)")
-    p.add_argument("--report-only", action="store_true", help="regenerate the report from saved results only")
-    p.add_argument("--no-report", action="store_true", help="train and evaluate, do not write the report")
-    p.add_argument("--list", action="store_true", help="print each run's state (done/partial/todo) and exit")
-    add_progress_arguments(p)
-
-
-def _spawn_workers(args: argparse.Namespace) -> int:
-    """Start ``args.workers`` worker processes on the same grid and wait for all of them."""
-    base = [sys.executable, "-m", "tcdcn.studies.grid", "--grid", args.grid, "--runs-dir", args.runs_dir,
-            "--results-dir", args.results_dir, "--workers", "1", "--no-report"]
-    if args.threads is not None:
-        base += ["--threads", str(args.threads)]
-    for v in args.variant:
-        base += ["--variant", v]
-    for s in args.seed:
-        base += ["--seed", str(s)]
-    base += ["--progress-interval", str(args.progress_interval)]
-    if args.no_progress or getattr(args, "quiet", False):
-        base += ["--no-progress"]
-    # Workers share this terminal: plain lines, since bars from several processes overwrite each other.
-    env = {**os.environ, PLAIN_ENV: "1"}
-    procs = []
-    for i in range(args.workers):
-        procs.append(subprocess.Popen(base, env=env))
-        log.info("started worker %d (pid %d)", i, procs[-1].pid)
-        time.sleep(2.0)  # stagger the first claims
-    codes = [p.wait() for p in procs]
-    return max(codes)
-
-
-def handle(args: argparse.Namespace) -> int:
-    study = load_study(args.grid)
-    runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
-    unknown = [v for v in args.variant if v not in {x.name for x in study.variants}]
-    if unknown:
-        raise ConfigError(f"unknown study variant(s) {unknown}")
-    if args.list:
-        for variant, seed in study.runs():
-            print(f"{run_state(runs_dir, results_dir, variant.name, seed):8s} {variant.name} seed {seed}")
-        return 0
-    code = 0
-    if not args.report_only:
-        if args.workers > 1:
-            code = _spawn_workers(args)
-        else:
-            failures = run_grid(study, runs_dir, results_dir, args.variant, args.seed, args.threads)
-            code = 1 if failures else 0
-    if not args.no_report:
-        from .report import write_report
-
-        path = write_report(study, results_dir, Path(args.report))
-        log.info("report written: %s", path)
-    return code
-
-
-def add_command(subparsers: Any) -> None:
-    """Register ``tcdcn study`` on the main CLI's sub-parsers."""
-    p = subparsers.add_parser("study", help="train and evaluate the paper's study grid, write reports/studies.md")
-    _add_arguments(p)
-    p.set_defaults(func=handle)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m tcdcn.studies.grid", description=__doc__.splitlines()[0])
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format=f"%(asctime)s [{os.getpid()}] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    configure_from_arguments(args)
-    try:
-        return handle(args)
-    except TcdcnError as exc:
-        print(f"tcdcn study: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tcdcn study: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import TcdcnError
+from ..models.network import TCDCN
 
 # Environment variables torchrun sets for each worker; all are needed when WORLD_SIZE > 1.
 REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -144,3 +146,32 @@ def init_from_environment(device: torch.device | None = None, timeout_s: float =
     dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
     return DistributedContext(rank, world_size, local_rank, backend, owns_group=True)
+
+
+class DataParallelView:
+    """The model's interface for ``tcdcn_objective`` with the forward pass through DDP.
+
+    DDP averages the gradients of the parameters used in its forward; the penalty terms read the
+    filters and head through the wrapped module in the same backward pass, so their gradients are
+    averaged with the rest.
+    """
+
+    def __init__(self, ddp: DistributedDataParallel) -> None:
+        self.ddp = ddp
+        self.module: TCDCN = ddp.module
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ddp(images)
+
+    def filters(self) -> list[torch.Tensor]:
+        return self.module.filters()
+
+    def head_weight(self) -> torch.Tensor:
+        return self.module.head_weight()
+
+
+def parameter_fingerprint(model: torch.nn.Module) -> np.ndarray:
+    """Per-tensor sum and sum of squares (float64): equal on ranks that hold equal parameters."""
+    stats = [(p.detach().double().sum().item(), p.detach().double().pow(2).sum().item())
+             for p in model.parameters()]
+    return np.asarray(stats, dtype=np.float64).reshape(-1)

@@ -1,48 +1,20 @@
-"""The closed-form steps of the alternating algorithm (Sec. 3.3) and the ECCV 2014 baseline.
+"""Step 3 of the alternating algorithm (Sec. 3.3): the task coefficients lambda_t, and the ECCV 2014 baseline.
 
-- ``update_task_covariance``: Eq. 12, Upsilon = (W^T W)^{1/2} / tr((W^T W)^{1/2}).
-- ``TaskCoefficients``: Eq. 13-14, lambda_t = clip(mu_t - CE_t, eps, 1) with mu_t from the task's
-  validation and training trends over a strip of ``tau`` evaluations; or fixed equal weights.
+``TaskCoefficients`` records each evaluation point's per-task training and validation losses and asks its rule
+(``multitask.coefficients``) for the new lambda:
+
+- ``DynamicCoefficients``: Eq. 13-14, lambda_t = clip(mu_t - CE_t, eps, 1) with mu_t from the task's validation
+  and training trends over a strip of ``tau`` evaluations;
+- ``FixedCoefficients``: every lambda_t stays ``initial_coefficient``;
 - ``TaskwiseEarlyStopping``: the ECCV 2014 criterion; a halted task keeps coefficient 0 for good.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
 from ..config import MultitaskConfig
-
-
-def matrix_sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a symmetric PSD matrix (negative round-off eigenvalues clipped)."""
-    sym = (matrix + matrix.t()) / 2
-    eigenvalues, eigenvectors = torch.linalg.eigh(sym)
-    root = eigenvalues.clamp_min(0).sqrt()
-    return (eigenvectors * root) @ eigenvectors.t()
-
-
-def update_task_covariance(head_weight: torch.Tensor) -> torch.Tensor:
-    """Eq. 12: the unit-trace PSD Upsilon that minimises tr(W Upsilon^{-1} W^T); W is (D, K)."""
-    w = head_weight.detach().to(torch.float64)
-    root = matrix_sqrt_psd(w.t() @ w)  # (K, K)
-    trace = torch.trace(root)
-    k = w.shape[1]
-    if trace <= 1e-12:  # W = 0: no evidence of correlation yet
-        return torch.eye(k, dtype=torch.float64) / k
-    return root / trace
-
-
-def covariance_inverse(task_covariance: torch.Tensor, ridge: float) -> torch.Tensor:
-    k = task_covariance.shape[0]
-    return torch.linalg.inv(task_covariance + ridge * torch.eye(k, dtype=task_covariance.dtype))
-
-
-def covariance_to_correlation(task_covariance: np.ndarray) -> np.ndarray:
-    d = np.sqrt(np.clip(np.diag(task_covariance), 1e-12, None))
-    return task_covariance / np.outer(d, d)
 
 
 def trend_mu(val_history: list[np.ndarray], train_history: list[np.ndarray], tau: int, rho: float) -> np.ndarray | None:
@@ -79,41 +51,84 @@ def early_stopping_criterion(
     return float(trend_factor * gap_factor)
 
 
-@dataclass
+class CoefficientRule:
+    """How lambda changes at an evaluation point. ``halted`` marks the tasks stopped for good (only early
+    stopping halts any)."""
+
+    def __init__(self, config: MultitaskConfig, num_tasks: int) -> None:
+        self.config = config
+        self.halted = np.zeros(num_tasks, dtype=bool)
+
+    def next_values(self, values: np.ndarray, train_history: list[np.ndarray],
+                    val_history: list[np.ndarray]) -> np.ndarray:
+        """The coefficients after an evaluation point, from the current ones and the loss histories (T,) each."""
+        raise NotImplementedError
+
+
+class FixedCoefficients(CoefficientRule):
+    """``multitask.coefficients: fixed``: every lambda_t stays ``initial_coefficient``."""
+
+    def next_values(self, values: np.ndarray, train_history: list[np.ndarray],
+                    val_history: list[np.ndarray]) -> np.ndarray:
+        return values
+
+
+class DynamicCoefficients(CoefficientRule):
+    """``multitask.coefficients: dynamic``: Eq. 13-14 once ``tau`` + 1 evaluations are recorded."""
+
+    def next_values(self, values: np.ndarray, train_history: list[np.ndarray],
+                    val_history: list[np.ndarray]) -> np.ndarray:
+        mu = trend_mu(val_history, train_history, self.config.tau, self.config.rho)
+        if mu is None:
+            return values
+        return dynamic_coefficients(mu, train_history[-1], self.config.eps)
+
+
+class TaskwiseEarlyStopping(CoefficientRule):
+    """``multitask.coefficients: early_stopping``: the ECCV 2014 criterion over a strip of
+    ``early_stop_strip`` evaluations; a task whose score passes ``early_stop_threshold`` halts for good."""
+
+    def next_values(self, values: np.ndarray, train_history: list[np.ndarray],
+                    val_history: list[np.ndarray]) -> np.ndarray:
+        train = np.stack(train_history)  # (J, T)
+        strip = self.config.early_stop_strip
+        if len(train) > strip:
+            for t in np.flatnonzero(~self.halted):
+                score = early_stopping_criterion(train[:, t], val_history[-1][t], values[t], strip)
+                if score > self.config.early_stop_threshold:
+                    self.halted[t] = True
+        return np.where(self.halted, 0.0, self.config.initial_coefficient)
+
+
+RULES: dict[str, type[CoefficientRule]] = {
+    "dynamic": DynamicCoefficients,
+    "fixed": FixedCoefficients,
+    "early_stopping": TaskwiseEarlyStopping,
+}
+
+
 class TaskCoefficients:
     """lambda_t for each attribute task, with the loss history the updates read."""
 
-    config: MultitaskConfig
-    num_tasks: int
-    values: np.ndarray = field(init=False)
-    halted: np.ndarray = field(init=False)
-    train_history: list[np.ndarray] = field(default_factory=list)
-    val_history: list[np.ndarray] = field(default_factory=list)
-    value_history: list[np.ndarray] = field(default_factory=list)
+    def __init__(self, config: MultitaskConfig, num_tasks: int) -> None:
+        self.config = config
+        self.num_tasks = num_tasks
+        self.rule = RULES[config.coefficients](config, num_tasks)
+        self.values = np.full(num_tasks, config.initial_coefficient, dtype=np.float64)
+        self.train_history: list[np.ndarray] = []
+        self.val_history: list[np.ndarray] = []
+        self.value_history: list[np.ndarray] = []
 
-    def __post_init__(self) -> None:
-        self.values = np.full(self.num_tasks, self.config.initial_coefficient, dtype=np.float64)
-        self.halted = np.zeros(self.num_tasks, dtype=bool)
+    @property
+    def halted(self) -> np.ndarray:
+        """(T,) tasks stopped for good by early stopping."""
+        return self.rule.halted
 
     def update(self, train_loss: np.ndarray, val_loss: np.ndarray) -> np.ndarray:
         """Record this evaluation's per-task losses (T,) and return the new coefficients."""
         self.train_history.append(np.asarray(train_loss, np.float64))
         self.val_history.append(np.asarray(val_loss, np.float64))
-        mode = self.config.coefficients
-        if mode == "dynamic":
-            mu = trend_mu(self.val_history, self.train_history, self.config.tau, self.config.rho)
-            if mu is not None:
-                self.values = dynamic_coefficients(mu, self.train_history[-1], self.config.eps)
-        elif mode == "early_stopping":
-            train = np.stack(self.train_history)  # (J, T)
-            if len(train) > self.config.early_stop_strip:
-                for t in np.flatnonzero(~self.halted):
-                    score = early_stopping_criterion(
-                        train[:, t], self.val_history[-1][t], self.values[t], self.config.early_stop_strip
-                    )
-                    if score > self.config.early_stop_threshold:
-                        self.halted[t] = True
-            self.values = np.where(self.halted, 0.0, self.config.initial_coefficient)
+        self.values = self.rule.next_values(self.values, self.train_history, self.val_history)
         self.value_history.append(self.values.copy())
         return self.values
 
@@ -131,7 +146,7 @@ class TaskCoefficients:
 
     def load_state_dict(self, state: dict) -> None:
         self.values = np.asarray(state["values"], np.float64)
-        self.halted = np.asarray(state["halted"], bool)
+        self.rule.halted = np.asarray(state["halted"], bool)
         self.train_history = [np.asarray(h, np.float64) for h in state["train_history"]]
         self.val_history = [np.asarray(h, np.float64) for h in state["val_history"]]
         self.value_history = [np.asarray(h, np.float64) for h in state["value_history"]]

@@ -24,10 +24,8 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +40,17 @@ from ..data.dataset import FaceDataset, split_faces
 from ..data.formats import read_annotations
 from ..data.transforms import draw_params
 from ..errors import CheckpointError, ConfigError, TcdcnError
-from ..evaluation.metrics import nme, per_face_error, point_errors
-from ..models.checkpoint import atomic_save, model_from_state, read_checkpoint, weights_payload
+from ..io.atomic import atomic_write_text
+from ..models.checkpoint import atomic_save, read_checkpoint, weights_payload
 from ..models.denormals import enable_flush_to_zero, flush_state_dict
-from ..models.network import TCDCN
 from ..schemes import get_scheme
-from .distributed import DistributedContext, init_from_environment
-from .objective import attribute_losses, landmark_loss, tcdcn_objective
-from .task_coefficients import TaskCoefficients, covariance_inverse, update_task_covariance
+from .distributed import DataParallelView, DistributedContext, init_from_environment, parameter_fingerprint
+from .objective import tcdcn_objective
+from .schedule import learning_rate_at
+from .task_coefficients import TaskCoefficients
+from .task_covariance import TaskCovariance
+from .transfer import initial_network
+from .validation import EvalResult, score_on
 
 log = logging.getLogger("tcdcn.train")
 
@@ -63,29 +64,11 @@ class NonFiniteLossError(TcdcnError):
     """Training produced NaN/inf; the last good checkpoint is kept."""
 
 
-@dataclass
-class EvalResult:
-    landmark_loss: float
-    task_losses: np.ndarray  # (T,)
-    nme: float
-
-
-def learning_rate_at(step: int, total_steps: int, warmup_steps: int, base: float, floor: float) -> float:
-    """Linear warm-up then cosine decay to ``floor``; a function of the step, so resume is exact."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return base * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def load_pretrained(source: str) -> dict[str, Any]:
-    """A checkpoint path or a shipped model name -> its state dict (model, config, scheme, tasks)."""
-    from ..models.registry import resolve_weights_file
-
-    return read_checkpoint(resolve_weights_file(source))
-
-
 class Trainer:
+    """One training run: the data, the network, the optimiser and the epoch loop, which calls the three steps
+    of the alternating algorithm (``sgd_step``, ``update_covariance``, ``update_coefficients``), scores the
+    validation split at each evaluation point and writes checkpoints and history to ``out_dir``."""
+
     def __init__(
         self,
         cfg: Config,
@@ -102,7 +85,7 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         # Adam with the filter decay drives weights that get no data gradient through the denormal range
-        # (tcdcn.denormals); flushing them keeps both training and the saved weights fast on every CPU.
+        # (tcdcn.models.denormals); flushing them keeps both training and the saved weights fast on every CPU.
         enable_flush_to_zero()
         # ``train.device`` ("cpu" or "cuda") where the config has it; the CPU otherwise.
         device_name = str(getattr(cfg.train, "device", "cpu") or "cpu")
@@ -134,7 +117,7 @@ class Trainer:
         self.val_set.preload()
 
         torch.manual_seed(cfg.train.seed)
-        self.model = self._build_model().to(self.device)
+        self.model = initial_network(cfg, self.task_names).to(self.device)
         with torch.no_grad():  # weights loaded from older checkpoints may hold denormals
             flushed, _ = flush_state_dict(self.model.state_dict())
             self.model.load_state_dict(flushed)
@@ -149,8 +132,7 @@ class Trainer:
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.train.learning_rate)
         else:
             self.optimizer = torch.optim.SGD(params, lr=cfg.train.learning_rate, momentum=0.9, nesterov=True)
-        k = 2 * self.model.num_points + len(self.tasks)
-        self.task_covariance = torch.eye(k, dtype=torch.float64) / k  # (M+T, M+T)
+        self.covariance = TaskCovariance(2 * self.model.num_points + len(self.tasks), cfg.objective.covariance_ridge)
         self.coefficients = TaskCoefficients(cfg.multitask, len(self.tasks))
         # Uniform running average of the epoch-end weights (train.weight_averaging_from); no batch-norm
         # layers, so the averaged weights need no statistics pass.
@@ -167,34 +149,6 @@ class Trainer:
         self.best_val_nme = math.inf
         self.history: list[dict[str, Any]] = []
         self.last_good_checkpoint: tuple[Path, int] | None = None  # (file, step) a fault falls back to
-
-    # ---- set-up -------------------------------------------------------------------------------
-    def _build_model(self) -> TCDCN:
-        cfg = self.cfg
-        if not cfg.train.init_from:
-            return TCDCN(cfg.model, len(self.tasks))
-        state = load_pretrained(cfg.train.init_from)
-        model, src_cfg, _scheme, src_tasks = model_from_state(state, cfg.train.init_from)
-        if cfg.train.init_layers == "features":
-            # Conv filters only: they do not depend on the crop size, fc and heads do.
-            for key in ("channels", "kernels"):
-                if getattr(src_cfg.model, key) != getattr(cfg.model, key):
-                    raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's")
-            fresh = TCDCN(cfg.model, len(self.tasks))
-            fresh.features.load_state_dict(model.features.state_dict())
-            fresh.train()
-            return fresh
-        for key in ("input_size", "channels", "kernels", "feature_dim"):
-            if getattr(src_cfg.model, key) != getattr(cfg.model, key):
-                raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's "
-                                      "(train.init_layers: features copies the conv filters only)")
-        if model.num_points != cfg.model.num_points:
-            model.reset_landmark_head(cfg.model.num_points)
-        if tuple(src_tasks) != self.task_names:
-            model.reset_attribute_head(len(self.tasks))
-        model.config = cfg.model
-        model.train()
-        return model
 
     @property
     def steps_per_epoch(self) -> int:
@@ -243,10 +197,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        cov_inv = None
-        if cfg.objective.use_covariance:
-            cov_inv = covariance_inverse(self.task_covariance, cfg.objective.covariance_ridge).float().to(self.device)
-        network = self.model if self.ddp is None else _DataParallelView(self.ddp)
+        cov_inv = self.covariance.inverse().float().to(self.device) if cfg.objective.use_covariance else None
+        network = self.model if self.ddp is None else DataParallelView(self.ddp)
         coefficients = self.coefficients.tensor().to(self.device)
         terms = tcdcn_objective(network, batch, coefficients, cov_inv, cfg.objective)  # type: ignore[arg-type]
         total = terms["total"]
@@ -273,7 +225,7 @@ class Trainer:
     def update_covariance(self) -> None:
         """Step 2: Eq. 12."""
         if self.cfg.objective.use_covariance:
-            self.task_covariance = update_task_covariance(self.model.head_weight().detach().cpu())
+            self.covariance.update(self.model.head_weight().detach().cpu())
 
     def update_coefficients(self, val: EvalResult) -> np.ndarray:
         """Step 3: Eq. 13-14 (or early stopping) from this period's training and validation task losses."""
@@ -281,33 +233,16 @@ class Trainer:
         return self.coefficients.update(train_task, val.task_losses)
 
     # ---- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
+    @property
+    def task_covariance(self) -> torch.Tensor:
+        """Upsilon (M+T, M+T) as the last step 2 left it."""
+        return self.covariance.matrix
+
     def evaluate(self, dataset: FaceDataset, batch_size: int = 512, model: torch.nn.Module | None = None) -> EvalResult:
         """Losses and NME of ``model`` (the one being trained by default) on ``dataset``; under torchrun
         each rank scores its slice and the sums are shared."""
-        model = self.model if model is None else model
-        model.eval()
-        lm_sum, task_sum, n = 0.0, np.zeros(len(self.tasks)), 0
-        face_errs = [np.zeros(0)]
-        first, stop = self.dist.shard(len(dataset))
-        for start in range(first, stop, batch_size):
-            idx = range(start, min(stop, start + batch_size))
-            batch = dataset.batch(idx)
-            pred, logits = model(batch["images"].to(self.device))
-            pred, logits = pred.cpu(), logits.cpu()
-            b = len(idx)
-            lm_sum += landmark_loss(pred, batch["landmarks"], batch["visible"]).item() * b
-            task_sum += attribute_losses(logits, batch["labels"]).numpy() * b
-            n += b
-            # Errors in the crop frame are the image-frame errors scaled by one factor, so the
-            # normalised error can be computed here directly.
-            p, t = pred.numpy(), batch["landmarks"].numpy()
-            errs = point_errors(p, t, self.scheme.interocular_distance(t))
-            face_errs.append(per_face_error(errs, batch["visible"].numpy()))
-        sums = self.dist.all_reduce_sum(np.concatenate([[lm_sum, n], task_sum]))
-        all_errs = np.concatenate(self.dist.all_gather(np.concatenate(face_errs)))  # rank order = set order
-        total = sums[1]
-        return EvalResult(float(sums[0] / total), sums[2:] / total, nme(all_errs))
+        return score_on(self.model if model is None else model, dataset, self.scheme, len(self.tasks), self.dist,
+                        self.device, batch_size)
 
     # ---- loop ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -415,10 +350,7 @@ class Trainer:
     def _write_history(self) -> None:
         # Rewritten whole, so a resumed run never repeats the lines logged after its checkpoint; replaced
         # atomically, so a kill while writing leaves the previous complete file.
-        history = self.out_dir / "history.jsonl"
-        partial = history.with_name(f".{history.name}.tmp")
-        partial.write_text("".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8")
-        os.replace(partial, history)
+        atomic_write_text(self.out_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     # ---- state --------------------------------------------------------------------------------
     def weights(self) -> dict[str, Any]:
@@ -488,7 +420,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: optimiser state does not fit ({exc})") from None
-        self.task_covariance = state["task_covariance"].to(torch.float64)
+        self.covariance.matrix = state["task_covariance"].to(torch.float64)
         self.coefficients.load_state_dict(state["task_coefficients"])
         self.best_val_nme = float(state["best_val_nme"])
         self.epoch = int(state["epoch"])
@@ -510,32 +442,3 @@ class Trainer:
         self.last_good_checkpoint = (Path(path), self.step)
         if self.dist.is_main:
             log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
-
-
-class _DataParallelView:
-    """The model's interface for ``tcdcn_objective`` with the forward pass through DDP.
-
-    DDP averages the gradients of the parameters used in its forward; the penalty terms read the
-    filters and head through the wrapped module in the same backward pass, so their gradients are
-    averaged with the rest.
-    """
-
-    def __init__(self, ddp: DistributedDataParallel) -> None:
-        self.ddp = ddp
-        self.module: TCDCN = ddp.module
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.ddp(images)
-
-    def filters(self) -> list[torch.Tensor]:
-        return self.module.filters()
-
-    def head_weight(self) -> torch.Tensor:
-        return self.module.head_weight()
-
-
-def parameter_fingerprint(model: torch.nn.Module) -> np.ndarray:
-    """Per-tensor sum and sum of squares (float64): equal on ranks that hold equal parameters."""
-    stats = [(p.detach().double().sum().item(), p.detach().double().pow(2).sum().item())
-             for p in model.parameters()]
-    return np.asarray(stats, dtype=np.float64).reshape(-1)

@@ -1,7 +1,7 @@
-"""Running a trained model on faces with torch.
+"""The torch backend: a trained checkpoint run with torch on the CPU.
 
 ``LandmarkModel.predict(images, boxes)`` (crops from boxes, network, landmarks back in image pixels;
-shared with the ONNX backend through ``runtime.CropLandmarkModel``) is the one path used by evaluation,
+shared with the ONNX backend through ``pipeline.CropLandmarkModel``) is the one path used by evaluation,
 the CLI and the Python API, so all of them share the face-box convention.
 """
 
@@ -20,7 +20,7 @@ from ...models.denormals import enable_flush_to_zero
 from ...models.network import TCDCN
 from ...models.registry import apply_test_time_defaults, resolve_weights_file
 from ...schemes import LandmarkScheme
-from ..pipeline import CropLandmarkModel, Prediction
+from ..pipeline import CropLandmarkModel
 
 
 class LandmarkModel(CropLandmarkModel):
@@ -38,7 +38,7 @@ class LandmarkModel(CropLandmarkModel):
     @classmethod
     def load(cls, name_or_path: str | Path) -> LandmarkModel:
         path = resolve_weights_file(str(name_or_path))
-        enable_flush_to_zero()  # denormal activations slow some x86 CPUs many times (tcdcn.denormals)
+        enable_flush_to_zero()  # denormal activations slow some x86 CPUs many times (tcdcn.models.denormals)
         state = read_checkpoint(path)
         network, cfg, scheme, tasks = model_from_state(state, str(name_or_path))
         model = cls(network, cfg, scheme, tasks, str(name_or_path))
@@ -51,6 +51,8 @@ class LandmarkModel(CropLandmarkModel):
         with torch.inference_mode():
             landmarks, logits = self.network(torch.from_numpy(crops))
         return landmarks.numpy(), logits.numpy()
+
+
 def landmark_shift_from_state(state: dict, num_points: int) -> np.ndarray | None:
     """The (P, 2) normalised shift a mirror calibration folded into the head (``-offset_x`` in x), or None."""
     record = state.get("mirror_calibration")
@@ -60,6 +62,3 @@ def landmark_shift_from_state(state: dict, num_points: int) -> np.ndarray | None
     if offset_x.shape != (num_points,):
         raise CheckpointError(f"mirror_calibration has {offset_x.size} offsets for {num_points} points")
     return np.stack([-offset_x, np.zeros_like(offset_x)], axis=1)
-
-
-__all__ = ["LandmarkModel", "Prediction", "landmark_shift_from_state"]

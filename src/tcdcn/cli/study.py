@@ -1,0 +1,108 @@
+"""``tcdcn study``: train and evaluate the paper's study grid (``tcdcn.studies``), then write its report.
+
+``tcdcn.studies`` is imported when the command runs; its report's figures need matplotlib (the ``studies``
+extra), checked before any training so that a missing package costs one line, not a grid's results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..progress import PLAIN_ENV
+from .arguments import add_progress_arguments, int_in
+
+log = logging.getLogger("tcdcn.studies")
+
+DEFAULT_GRID = "configs/studies/grid.yaml"
+DEFAULT_RUNS_DIR = "runs/studies"
+DEFAULT_RESULTS_DIR = "reports/studies_results"
+DEFAULT_REPORT = "reports/studies.md"
+# Workers share one terminal and one grid: their log lines carry the time and the process id.
+WORKER_LOG_FORMAT = "%(asctime)s [{pid}] %(message)s"
+
+
+def add_command(subparsers: Any) -> None:
+    """Register ``tcdcn study`` on the main CLI's sub-parsers."""
+    p = subparsers.add_parser("study", help="train and evaluate the paper's study grid, write reports/studies.md")
+    p.add_argument("--grid", default=DEFAULT_GRID, help=f"grid YAML (default {DEFAULT_GRID})")
+    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="run folders <variant>/seed<k>/ (git-ignored)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="one results JSON per run (committed)")
+    p.add_argument("--report", default=DEFAULT_REPORT,
+                   help="markdown report; its figures go to figures/ beside it")
+    p.add_argument("--workers", type=int_in(1), default=1, help="runs trained at the same time (separate processes)")
+    p.add_argument("--threads", type=int_in(1), default=None, help="torch threads per worker (default: the config's)")
+    p.add_argument("--variant", action="append", default=[], help="only this variant (repeatable)")
+    p.add_argument("--seed", action="append", type=int_in(0), default=[], help="only this seed (repeatable)")
+    p.add_argument("--report-only", action="store_true", help="regenerate the report from saved results only")
+    p.add_argument("--no-report", action="store_true", help="train and evaluate, do not write the report")
+    p.add_argument("--list", action="store_true", help="print each run's state (done/partial/todo) and exit")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
+    add_progress_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``tcdcn study``: 0 when every selected run has its results, 1 when a run failed."""
+    from ..evaluation.plots import require_matplotlib
+    from ..studies.grid import load_study, run_grid, run_state
+
+    if args.worker:
+        formatter = logging.Formatter(WORKER_LOG_FORMAT.format(pid=os.getpid()), datefmt="%H:%M:%S")
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
+    if not (args.list or args.no_report):
+        require_matplotlib("the studies report (tcdcn study; --no-report trains without it)")
+    study = load_study(args.grid)
+    runs_dir, results_dir = Path(args.runs_dir), Path(args.results_dir)
+    unknown = [v for v in args.variant if v not in {x.name for x in study.variants}]
+    if unknown:
+        raise ConfigError(f"unknown study variant(s) {unknown}")
+    if args.list:
+        for variant, seed in study.runs():
+            print(f"{run_state(runs_dir, results_dir, variant.name, seed):8s} {variant.name} seed {seed}")
+        return 0
+    code = 0
+    if not args.report_only:
+        if args.workers > 1:
+            code = _spawn_workers(args)
+        else:
+            failures = run_grid(study, runs_dir, results_dir, args.variant, args.seed, args.threads)
+            code = 1 if failures else 0
+    if not args.no_report:
+        from ..studies.report import write_report
+
+        path = write_report(study, results_dir, Path(args.report))
+        log.info("report written: %s", path)
+    return code
+
+
+def _spawn_workers(args: argparse.Namespace) -> int:
+    """Start ``args.workers`` worker processes on the same grid and wait for all of them."""
+    base = [sys.executable, "-m", "tcdcn", "study", "--worker", "--grid", args.grid, "--runs-dir", args.runs_dir,
+            "--results-dir", args.results_dir, "--workers", "1", "--no-report"]
+    if args.threads is not None:
+        base += ["--threads", str(args.threads)]
+    for v in args.variant:
+        base += ["--variant", v]
+    for s in args.seed:
+        base += ["--seed", str(s)]
+    base += ["--progress-interval", str(args.progress_interval)]
+    if args.no_progress or getattr(args, "quiet", False):
+        base += ["--no-progress"]
+    # Workers share this terminal: plain lines, since bars from several processes overwrite each other.
+    env = {**os.environ, PLAIN_ENV: "1"}
+    procs = []
+    for i in range(args.workers):
+        procs.append(subprocess.Popen(base, env=env))
+        log.info("started worker %d (pid %d)", i, procs[-1].pid)
+        time.sleep(2.0)  # stagger the first claims
+    codes = [p.wait() for p in procs]
+    return max(codes)

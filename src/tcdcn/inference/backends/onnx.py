@@ -1,0 +1,87 @@
+"""The onnxruntime backend: a TCDCN exported to ONNX (``tcdcn.inference.export``), run without torch.
+
+``OnnxLandmarkModel`` has the interface of ``backends.torch.LandmarkModel`` (``scheme``, ``task_names``,
+``input_size``, ``crops``, ``run_network``, ``predict``); the file's metadata says the scheme, tasks and crop
+size, so the .onnx file alone is a complete model. Nothing here imports torch, at module level or on the
+ONNX code path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import BackendError, CheckpointError
+from ...schemes import LandmarkScheme, get_scheme
+from ..pipeline import ONNX_CROPS_PER_CALL, CropLandmarkModel
+
+# Written into metadata_props by tcdcn.inference.export; bump the version when the graph's contract (inputs,
+# outputs, metadata keys) changes.
+FORMAT_NAME = "tcdcn-onnx"
+FORMAT_VERSION = "1"
+
+
+class OnnxLandmarkModel(CropLandmarkModel):
+    """A TCDCN exported to ONNX, run by onnxruntime on the CPU.
+
+    ``threads``: onnxruntime intra-op threads (0 = its default, one per physical core).
+    ``optimization``: onnxruntime graph optimisation level ("disable", "basic", "extended", "all").
+    """
+
+    def __init__(self, path: str | Path, threads: int = 0, optimization: str = "all", source: str = "") -> None:
+        import onnxruntime as ort
+
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        if optimization not in levels:
+            raise BackendError(f"optimization must be one of {sorted(levels)}, got {optimization!r}")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"{self.path}: no such ONNX file")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1  # the graph is a chain: no parallel branches to run
+        options.graph_optimization_level = levels[optimization]
+        # Denormal activations or weights (a user's own export) cost some x86 CPUs many times the time.
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{self.path}: not a readable ONNX model ({reason})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if self.metadata.get("format") != FORMAT_NAME:
+            raise CheckpointError(f"{self.path}: not a tcdcn ONNX export (metadata 'format' is "
+                                  f"{self.metadata.get('format')!r}, expected {FORMAT_NAME!r})")
+        try:
+            self.scheme: LandmarkScheme = get_scheme(self.metadata["scheme"])
+            self.task_names: tuple[str, ...] = tuple(json.loads(self.metadata["tasks"]))
+            self.input_size = int(self.metadata["input_size"])
+            self.config: dict[str, Any] = json.loads(self.metadata.get("config", "{}"))
+            if "landmark_shift" in self.metadata:
+                self.landmark_shift = np.asarray(json.loads(self.metadata["landmark_shift"]), dtype=np.float64)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{self.path}: bad tcdcn metadata ({exc})") from None
+        self.source = source or self.metadata.get("source", str(self.path))
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 0) -> OnnxLandmarkModel:
+        return cls(path, threads=threads)
+
+    def default_crops_per_call(self) -> int:
+        return ONNX_CROPS_PER_CALL
+
+    def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,1,S,S) crops -> normalised landmarks (N,P,2) and attribute logits (N,T)."""
+        feed = {self.input_name: np.ascontiguousarray(crops, dtype=np.float32)}
+        landmarks, logits = self.session.run(self.output_names, feed)
+        return landmarks, logits

@@ -1,0 +1,98 @@
+"""Loading a landmark model on the chosen backend: a shipped model name, a checkpoint or an ONNX file.
+
+``load_landmark_model(name_or_path, backend)``: "auto" (the default) runs every model on onnxruntime, the faster
+backend for this network (a shipped model name loads its shipped ``.onnx`` twin; a checkpoint is exported to a
+temporary ONNX graph first); "int8" runs a shipped model's int8 graph; "torch" runs a checkpoint in torch.
+Nothing here imports torch unless the torch backend or a checkpoint asks for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from ..errors import BackendError, CheckpointError
+from ..models.registry import SHIPPED, apply_test_time_defaults, sha256_of
+from .backends.onnx import OnnxLandmarkModel
+from .pipeline import CropLandmarkModel
+
+BACKENDS = ("auto", "torch", "onnx", "int8")
+
+
+def torch_available() -> bool:
+    """Whether ``import torch`` can succeed, without importing it (it takes seconds)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ValueError, ImportError):  # a broken or blocked torch entry in sys.modules
+        return False
+
+
+def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
+    """The ``.onnx`` twin of a shipped model (same folder and stem as its .pt), or with ``int8`` its
+    ``.int8.onnx`` twin, checksum verified; None when the name is not a shipped model."""
+    record = SHIPPED.get(name)
+    if record is None:
+        return None
+    path = record.path().with_suffix(".int8.onnx" if int8 else ".onnx")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: shipped model {name!r} has no {'int8 ' if int8 else ''}ONNX file in this "
+                              "installation (export one with `tcdcn export`)")
+    expected = record.int8_onnx_sha256 if int8 else record.onnx_sha256
+    if expected and sha256_of(path) != expected:
+        raise CheckpointError(f"{path}: sha256 does not match the expected {expected[:12]}...")
+    return path
+
+
+def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads: int = 0) -> CropLandmarkModel:
+    """A landmark model on the chosen backend: ``LandmarkModel`` (torch) or ``OnnxLandmarkModel``.
+
+    "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured
+    (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through its shipped ``.onnx``
+    twin, a checkpoint through a temporary ONNX export (this needs torch, and keeps the checkpoint's
+    test-time options). "onnx" is the same. "int8" runs a shipped name's int8 graph (a checkpoint needs
+    ``tcdcn export --int8`` first). "torch" runs the checkpoint in torch. ``threads`` applies to
+    onnxruntime only.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    text = str(name_or_path)
+    if text.lower().endswith(".onnx"):
+        if backend == "torch":
+            raise BackendError(f"{text}: an ONNX file runs on the onnx backend, not torch")
+        return OnnxLandmarkModel(text, threads=threads, source=text)
+    has_torch = torch_available()
+    if backend == "torch":
+        if not has_torch:
+            raise BackendError(f"{text}: backend 'torch' asked for but torch is not installed")
+        from .backends.torch import LandmarkModel
+
+        return LandmarkModel.load(text)
+    shipped = shipped_onnx_file(text, int8=backend == "int8")
+    if backend == "int8" and shipped is None:
+        raise BackendError(f"{text}: backend 'int8' runs a shipped model's int8 graph or an .onnx file; for a "
+                           "checkpoint, make one with `tcdcn export --int8` and pass its path")
+    if shipped is not None:
+        model = OnnxLandmarkModel(shipped, threads=threads, source=text)
+        apply_test_time_defaults(model, text)
+        return model
+    if not has_torch:
+        raise BackendError(f"{text}: a torch checkpoint needs torch; without it, pass an .onnx file "
+                           "(made with `tcdcn export`) or a shipped model name")
+    return _export_and_load(text, threads)
+
+
+def _export_and_load(checkpoint: str, threads: int) -> OnnxLandmarkModel:
+    """Export a checkpoint to a temporary ONNX file and open it (the session keeps the graph in memory)."""
+    import tempfile
+
+    from .backends.torch import LandmarkModel
+    from .export import export_onnx
+
+    torch_model = LandmarkModel.load(checkpoint)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        path = export_onnx(torch_model, Path(tmpdir) / "model.onnx")
+        model = OnnxLandmarkModel(path, threads=threads, source=checkpoint)
+    model.mirror_average = torch_model.mirror_average
+    model.multi_crop = torch_model.multi_crop
+    model.box_refinements = torch_model.box_refinements
+    return model

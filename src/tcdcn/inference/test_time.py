@@ -1,0 +1,36 @@
+"""Test-time options of a loaded model: mirror-averaging, multi-crop and box refinement.
+
+Each model starts with its own defaults (``models.registry.apply_test_time_defaults``: on for the shipped models,
+off for files); ``set_test_time_options`` overrides them for one run, as the command-line switches
+(``cli.arguments.add_test_time_arguments``) and ``LandmarkDetector`` do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models.registry import STANDARD_MULTI_CROP
+from .pipeline import CropLandmarkModel
+
+MAX_BOX_REFINEMENTS = 10  # each is a full pass; answers stop moving after one or two
+
+
+def set_test_time_options(model: CropLandmarkModel, mirror_average: bool | None = None,
+                          multi_crop: bool | None = None, box_refinements: int | None = None) -> None:
+    """Override a model's test-time defaults (None keeps them). ``multi_crop=True`` keeps the model's
+    crops, or gives it the standard grid (``models.registry.STANDARD_MULTI_CROP``) when it has none; False
+    runs the box alone."""
+    if box_refinements is not None:
+        if box_refinements < 0:
+            raise ValueError(f"box_refinements must be >= 0, got {box_refinements}")
+        model.box_refinements = box_refinements
+    if mirror_average is not None:
+        model.mirror_average = mirror_average
+    if multi_crop is not None:
+        model.multi_crop = (model.multi_crop or STANDARD_MULTI_CROP) if multi_crop else ()
+
+
+def test_time_summary(model: CropLandmarkModel) -> dict[str, Any]:
+    """The test-time options a model ran with, as reports record them."""
+    return {"flip": model.mirror_average, "crops_per_face": max(1, len(model.multi_crop)),
+            "box_refinements": model.box_refinements}
