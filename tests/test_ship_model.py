@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -11,11 +12,12 @@ import pytest
 import torch
 
 from tcdcn.config import Config
+from tcdcn.errors import CheckpointError
 from tcdcn.inference.backends.onnx import OnnxLandmarkModel
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.models.checkpoint import atomic_save, weights_payload
 from tcdcn.models.network import TCDCN
-from tcdcn.models.registry import sha256_of
+from tcdcn.models.registry import SHIPPED, STANDARD_MULTI_CROP, read_card, sha256_of
 from tcdcn.schemes import get_scheme
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
@@ -107,3 +109,60 @@ def test_ship_model_mirror_calibration_folds_the_validation_offset(
     np.testing.assert_allclose(LandmarkModel.load("src/tcdcn/models/weights/toy.pt").landmark_shift, expected_shift)
     np.testing.assert_allclose(OnnxLandmarkModel("src/tcdcn/models/weights/toy.onnx").landmark_shift, expected_shift,
                                atol=1e-7)
+
+
+def test_ship_model_writes_the_model_card_and_keeps_figures_only_for_the_same_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = Config()
+    for seed, name in ((0, "first.pt"), (1, "second.pt")):
+        torch.manual_seed(seed)
+        network = TCDCN(cfg.model, 2)
+        with torch.no_grad():
+            network.landmark_head.weight.normal_(0.0, 0.05)
+        atomic_save(weights_payload(network, cfg, get_scheme("mtfl-5"), ("male", "smiling")), tmp_path / name)
+    weights = tmp_path / "src" / "tcdcn" / "models" / "weights"
+    weights.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    script = _load_script()
+
+    assert script.main(["first.pt", "toy"]) == 0
+    card_file = weights / "toy.json"
+    card = read_card(card_file)
+    assert card.name == "toy" and card.scheme == "mtfl-5" and card.input_size == 60
+    assert card.sha256 == sha256_of(weights / "toy.pt") and card.onnx_sha256 == sha256_of(weights / "toy.onnx")
+    assert card.int8_onnx_file == "" and card.calibration == "" and card.figures == ()
+    assert card.mirror_average and card.box_refinements == 1 and card.multi_crop == STANDARD_MULTI_CROP
+
+    raw = json.loads(card_file.read_text(encoding="utf-8"))
+    raw["figures"] = [{"name": "val_nme", "value": 0.05, "what": "validation", "command": "tcdcn evaluate ..."}]
+    raw["training_data"] = "described by hand"
+    card_file.write_text(json.dumps(raw), encoding="utf-8")
+    assert script.main(["first.pt", "toy"]) == 0  # the same weights again: the figures still hold
+    assert read_card(card_file).metrics == {"val_nme": 0.05}
+
+    assert script.main(["second.pt", "toy"]) == 0  # other weights: their figures are yet to be measured
+    card = read_card(card_file)
+    assert card.figures == () and card.training_data == "described by hand"
+    assert card.sha256 == sha256_of(weights / "toy.pt")
+
+
+def test_shipped_cards_name_their_files_and_a_command_for_every_figure() -> None:
+    for name, card in SHIPPED.items():
+        assert card.card.name == f"{name}.json" and card.path().is_file()
+        assert card.path("onnx").is_file() and card.path("int8_onnx").is_file()
+        assert card.figures and all(f.command and f.what for f in card.figures), name
+
+
+@pytest.mark.parametrize("change", ["not json", "format", "missing key", "multi_crop"])
+def test_a_malformed_model_card_is_refused_naming_the_file(tmp_path: Path, change: str) -> None:
+    raw = json.loads(SHIPPED["mtfl-5pt"].card.read_text(encoding="utf-8"))
+    if change == "format":
+        raw["format"] = "something-else"
+    elif change == "missing key":
+        del raw["scheme"]
+    elif change == "multi_crop":
+        raw["test_time_defaults"]["multi_crop"] = {"grid": 3}
+    path = tmp_path / "broken.json"
+    path.write_text("{" if change == "not json" else json.dumps(raw), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="broken.json"):
+        read_card(path)

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ..inference.loading import BACKENDS
+from ..models.registry import DEFAULT_MODEL
 from .arguments import add_progress_arguments, add_test_time_arguments, apply_test_time_arguments
 
 
 def add_command(subparsers: Any) -> None:
     p = subparsers.add_parser("evaluate", help="score a model on an annotated set (paper protocol)")
-    p.add_argument("--model", default="mtfl-5pt",
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="shipped model name, checkpoint or .onnx path (default %(default)s)")
     p.add_argument("--data", required=True,
                    help="MTFL-format annotation file, or a folder of images with 68-point .pts files")

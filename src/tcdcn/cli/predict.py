@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import TcdcnError
-from ..inference.api import DEFAULT_MODEL, FaceResult, LandmarkDetector, rescale_face
+from ..inference.api import FaceResult, LandmarkDetector, rescale_face
 from ..inference.loading import BACKENDS
 from ..io.atomic import atomic_write_bytes, temp_path_for
 from ..io.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
@@ -63,6 +63,7 @@ from ..io.results import (
     writing,
 )
 from ..io.video import MediaInput, declared_frame_count, iter_image_paths, iter_video_frames
+from ..models.registry import DEFAULT_MODEL
 from ..progress import Progress, progress
 from .arguments import add_progress_arguments, add_test_time_arguments, int_in
 

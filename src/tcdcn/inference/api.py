@@ -26,10 +26,9 @@ from ..io.images import (
     to_grey,
     to_original_pixels,
 )
+from ..models.registry import DEFAULT_MODEL
 from .loading import load_landmark_model
 from .test_time import set_test_time_options
-
-DEFAULT_MODEL = "mtfl-5pt"
 
 
 class LandmarkBackend(Protocol):

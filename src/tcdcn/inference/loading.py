@@ -28,13 +28,14 @@ def torch_available() -> bool:
 
 
 def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
-    """The ``.onnx`` twin of a shipped model (same folder and stem as its .pt), or with ``int8`` its
-    ``.int8.onnx`` twin, checksum verified; None when the name is not a shipped model."""
+    """The ``.onnx`` twin of a shipped model, or with ``int8`` its ``.int8.onnx`` twin (as its model card names
+    them), checksum verified; None when the name is not a shipped model."""
     record = SHIPPED.get(name)
     if record is None:
         return None
-    path = record.path().with_suffix(".int8.onnx" if int8 else ".onnx")
-    if not path.is_file():
+    listed = record.int8_onnx_file if int8 else record.onnx_file
+    path = record.path("int8_onnx" if int8 else "onnx")
+    if not listed or not path.is_file():
         raise CheckpointError(f"{path}: shipped model {name!r} has no {'int8 ' if int8 else ''}ONNX file in this "
                               "installation (export one with `tcdcn export`)")
     expected = record.int8_onnx_sha256 if int8 else record.onnx_sha256

@@ -1,10 +1,16 @@
-"""Shipped models: each described by a small record (file, sha256, scheme, preprocessing, the figures
-it reached), loaded with its checksum verified. Nothing is downloaded: the files ship in the package.
+"""Shipped models, read from their model cards: ``weights/NAME.json`` beside each model's files.
+
+A card names the model's files with their sha256 sums (the torch checkpoint, its ONNX twin, its int8 graph), its
+landmark scheme, crop size, preprocessing and face-box convention, what it was trained on, any calibration folded
+into its weights, its test-time defaults, and the figures it reached, each with the command that measures it.
+Files are loaded with their checksum verified. Nothing is downloaded: the files ship in the package.
+``scripts/ship_model.py`` writes the files and updates the card.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -13,20 +19,54 @@ from typing import Any
 from ..errors import CheckpointError
 from ..geometry import CropJitter, grid_jitters
 
+CARD_FORMAT = "tcdcn-model-card"
+CARD_FORMAT_VERSION = 1
+# The model every command and the Python API use when none is named.
+DEFAULT_MODEL = "mtfl-5pt"
+# The multi-crop grid chosen on the MTFL validation split with ground-truth boxes (bench/multi_crop.py): the
+# box and its 8 neighbours 0.04 box sides away. It helps only when the box is centred on the convention,
+# so the shipped models run it after one box refinement (chosen with detector boxes,
+# bench/inference_modes.py), which re-centres the box on the first answer's points.
+STANDARD_GRID_SHIFT = 0.04
+STANDARD_MULTI_CROP = grid_jitters(STANDARD_GRID_SHIFT)
+# What a card states about the face box; every model of the package is trained and run on this convention.
+BOX_CONVENTION = "square box on the 5 points' bounding-box centre, side 2.8x its larger side (tcdcn.geometry)"
+
+
+def describe_preprocessing(input_size: int) -> str:
+    """How a model's input is made, as a card states it."""
+    return (f"grey (ITU-R 601 luma), square face box cropped and resized to {input_size}x{input_size} "
+            "(area-averaged when shrinking), per-image standardised")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure a shipped model reached: ``value`` (a fraction for errors and rates), what it measures, and the
+    command that measures it."""
+
+    name: str
+    value: float
+    what: str
+    command: str
+
 
 @dataclass(frozen=True)
 class ModelWeights:
+    """A shipped model as its card describes it."""
+
     name: str
-    file: str  # inside tcdcn/models/weights/
+    file: str  # the torch checkpoint, inside tcdcn/models/weights/
     sha256: str
     scheme: str
     input_size: int
     box_convention: str
     preprocessing: str
     training_data: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    onnx_sha256: str = ""  # the .onnx twin beside the .pt (torch-free inference)
-    int8_onnx_sha256: str = ""  # the .int8.onnx twin: static int8 quantisation of the .onnx (backend "int8")
+    figures: tuple[Figure, ...] = ()
+    onnx_file: str = ""  # the .onnx twin beside the .pt (torch-free inference)
+    onnx_sha256: str = ""
+    int8_onnx_file: str = ""  # static int8 quantisation of the .onnx (backend "int8")
+    int8_onnx_sha256: str = ""
     calibration: str = ""  # any post-training adjustment folded into the weights, and what it was fitted on
     # Test-time mirroring on by default: each face is also run mirrored and the answers averaged (one
     # network call on both crops). Chosen on the validation split; callers can switch it off.
@@ -37,81 +77,84 @@ class ModelWeights:
     # Re-framings of each face on the convention's box of the previous answer's points before the last
     # pass (tcdcn.inference.pipeline.CropLandmarkModel.predict). Chosen on validation with detector boxes.
     box_refinements: int = 0
+    figures_inference: str = ""  # the test-time options the figures ran with unless a figure says otherwise
+    card: Path = field(default=Path(), compare=False)
 
-    def path(self) -> Path:
-        return Path(str(resources.files("tcdcn.models") / "weights" / self.file))
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The figures' values by name."""
+        return {f.name: f.value for f in self.figures}
 
-
-# The multi-crop grid chosen on the MTFL validation split with ground-truth boxes (bench/multi_crop.py): the
-# box and its 8 neighbours 0.04 box sides away. It helps only when the box is centred on the convention,
-# so the shipped models run it after one box refinement (chosen with detector boxes,
-# bench/inference_modes.py), which re-centres the box on the first answer's points.
-STANDARD_MULTI_CROP = grid_jitters(0.04)
-
-
-def _preprocess(size: int) -> str:
-    return (f"grey (ITU-R 601 luma), square face box cropped and resized to {size}x{size} (area-averaged when "
-            "shrinking), per-image standardised")
+    def path(self, kind: str = "torch") -> Path:
+        """A file of the model: "torch" (the .pt), "onnx" or "int8_onnx"."""
+        names = {"torch": self.file, "onnx": self.onnx_file, "int8_onnx": self.int8_onnx_file}
+        return weights_folder() / names[kind]
 
 
-_BOX = "square box on the 5 points' bounding-box centre, side 2.8x its larger side (tcdcn.geometry)"
+def weights_folder() -> Path:
+    return Path(str(resources.files("tcdcn.models") / "weights"))
 
-SHIPPED: dict[str, ModelWeights] = {
-    w.name: w
-    for w in (
-        ModelWeights(
-            name="mtfl-5pt",
-            file="mtfl-5pt.pt",
-            sha256="72f748165f11873aa08d8ab978bb2326c14140eb5978f04fe242dba32f918823",
-            onnx_sha256="103409d034f48f3411ecd72dadc7ca5c7fa373154c7144b5d2edfa7504eff534",
-            int8_onnx_sha256="749d96b0436d5f8e13f1648b77a4dcf605b8cb102b383f642498d38b9cf110f3",
-            scheme="mtfl-5",
-            input_size=60,
-            box_convention=_BOX,
-            preprocessing=_preprocess(60),
-            training_data="MTFL training set (9,000 faces; 1,000 held out for validation); configs/mtfl-5pt.yaml "
-                          "(wing loss, 120 epochs), best validation epoch (118); then configs/mtfl-5pt-swa.yaml "
-                          "(30 epochs at a flat 2e-4), the average of the epoch-end weights of epochs 3-30",
-            # Default inference (box refinement + multi-crop + mirror-averaging) unless the key says otherwise.
-            metrics={"val_nme": 0.0366, "val_nme_detector_boxes": 0.0432,
-                     "val_nme_box_alone_mirror_averaged": 0.0377, "val_nme_detector_boxes_box_alone": 0.0482,
-                     "val_nme_one_pass_calibrated_cross_fitted": 0.0397,
-                     "aflw_nme_box_image": 0.0764, "aflw_failure_rate_box_image": 0.1185,
-                     "aflw_nme_box_image_box_alone_mirror_averaged": 0.0770,
-                     "aflw_nme_box_image_one_pass": 0.0786, "aflw_failure_rate_box_image_one_pass": 0.1476},
-            mirror_average=True,
-            box_refinements=1,
-            multi_crop=STANDARD_MULTI_CROP,
-            calibration="mirror-axis x offsets (tcdcn.evaluation.calibration) fitted on the 1,000 validation faces and "
-                        "folded into the landmark head (scripts/ship_model.py --mirror-calibration "
-                        "configs/mtfl-5pt.yaml)",
-        ),
-        ModelWeights(
-            name="300w-68pt",
-            file="300w-68pt.pt",
-            sha256="2c0c83e3683c08ed2f696b7a6db60c87890d132f5e75c102f01959443a5d0afc",
-            onnx_sha256="0814f764e07df7f90660a20ad1d8e2fac81e343727b162ae3ddc0d52875bd12e",
-            int8_onnx_sha256="da4a1ede585a8a8885644c5cd2ac4f9da7f373cd2055de7f417b0e32704e18bb",
-            scheme="ibug-68",
-            input_size=80,
-            box_convention=_BOX,
-            preprocessing=_preprocess(80),
-            training_data="300-W AFW + Helen-train part (1,207 faces; 181 held out for validation, split_seed 0); "
-                          "conv filters from mtfl-5pt (paper Sec. 3.4), 80x80 crops; "
-                          "configs/300w-68pt-transfer.yaml (wing loss, 300 epochs), last epoch",
-            # Default inference (box refinement + multi-crop + mirror-averaging) unless the key says otherwise.
-            metrics={"val_nme_interocular": 0.0407, "val_nme_interpupil": 0.0570, "val_failure_rate": 0.0,
-                     "val_helen_nme_interpupil": 0.0539, "val_nme_interocular_detector_boxes": 0.0715,
-                     "val_nme_interocular_box_alone_mirror_averaged": 0.0412,
-                     "val_helen_nme_interpupil_box_alone_mirror_averaged": 0.0546,
-                     "val_nme_interocular_one_pass": 0.0432, "val_nme_interpupil_one_pass": 0.0604,
-                     "val_helen_nme_interpupil_one_pass": 0.0572},
-            mirror_average=True,
-            box_refinements=1,
-            multi_crop=STANDARD_MULTI_CROP,
-        ),
-    )
-}
+
+def _multi_crop(spec: Any, where: str) -> tuple[CropJitter, ...]:
+    """A card's ``multi_crop``: null (the box alone), ``{"grid_shift": s}`` (the box and its 8 neighbours ``s``
+    box sides away) or ``{"crops": [[dx, dy, scale], ...]}``."""
+    if spec is None:
+        return ()
+    if isinstance(spec, dict) and set(spec) == {"grid_shift"}:
+        return grid_jitters(float(spec["grid_shift"]))
+    if isinstance(spec, dict) and set(spec) == {"crops"}:
+        return tuple(CropJitter(float(dx), float(dy), float(scale)) for dx, dy, scale in spec["crops"])
+    raise CheckpointError(f"{where}: test_time_defaults.multi_crop must be null, {{\"grid_shift\": s}} or "
+                          f"{{\"crops\": [[dx, dy, scale], ...]}}, got {spec!r}")
+
+
+def read_card(path: str | Path) -> ModelWeights:
+    """A model card, or ``CheckpointError`` naming the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable model card ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise CheckpointError(f"{path}: not a tcdcn model card (format is not {CARD_FORMAT!r})")
+    if card.get("format_version") != CARD_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: model card format_version {card.get('format_version')!r}, this tcdcn reads "
+                              f"{CARD_FORMAT_VERSION}")
+    try:
+        files, defaults = card["files"], card.get("test_time_defaults", {})
+        return ModelWeights(
+            name=str(card["name"]),
+            file=str(files["torch"]["file"]),
+            sha256=str(files["torch"]["sha256"]),
+            onnx_file=str(files.get("onnx", {}).get("file", "")),
+            onnx_sha256=str(files.get("onnx", {}).get("sha256", "")),
+            int8_onnx_file=str(files.get("int8_onnx", {}).get("file", "")),
+            int8_onnx_sha256=str(files.get("int8_onnx", {}).get("sha256", "")),
+            scheme=str(card["scheme"]),
+            input_size=int(card["input_size"]),
+            box_convention=str(card["box_convention"]),
+            preprocessing=str(card["preprocessing"]),
+            training_data=str(card["training_data"]),
+            calibration=str(card.get("calibration", "")),
+            mirror_average=bool(defaults.get("mirror_average", False)),
+            box_refinements=int(defaults.get("box_refinements", 0)),
+            multi_crop=_multi_crop(defaults.get("multi_crop"), str(path)),
+            figures_inference=str(card.get("figures_inference", "")),
+            figures=tuple(Figure(str(f["name"]), float(f["value"]), str(f["what"]), str(f["command"]))
+                          for f in card.get("figures", [])),
+            card=path,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed model card ({type(exc).__name__}: {exc})") from None
+
+
+def read_cards(folder: Path) -> dict[str, ModelWeights]:
+    """Every card in ``folder`` by model name, the default model first, then by name."""
+    cards = [read_card(path) for path in sorted(folder.glob("*.json"))]
+    return {w.name: w for w in sorted(cards, key=lambda w: (w.name != DEFAULT_MODEL, w.name))}
+
+
+SHIPPED: dict[str, ModelWeights] = read_cards(weights_folder())
 
 
 def sha256_of(path: str | Path) -> str:
