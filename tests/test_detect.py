@@ -20,6 +20,13 @@ from tcdcn.inference.detectors import (
 from tcdcn.io.images import load_image
 
 MTFL_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtfl" / "testing.txt"
+# NASA's portrait of Eileen Collins (public domain), 512x512 RGB, the image scikit-image ships as astronaut().
+ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return load_image(ASTRONAUT)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +39,8 @@ def _hits(det: Box, gt: Box) -> bool:
     return bool(close and 1 / 1.5 <= det.side / gt.side <= 1.5)
 
 
-def test_astronaut(detector: FaceDetector) -> None:
-    skimage_data = pytest.importorskip("skimage.data")
-    image = skimage_data.astronaut()  # 512x512 RGB; Eileen Collins' face near (x 210, y 100)
+def test_astronaut(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    image = astronaut  # 512x512 RGB; Eileen Collins' face near (x 210, y 100)
     dets = detector(image)
     assert dets and all(isinstance(d, Detection) for d in dets)
     best = max(dets, key=lambda d: d.score)
@@ -60,11 +66,10 @@ def test_no_faces_in_blank_or_tiny_images(detector: FaceDetector) -> None:
     assert detector(np.zeros((10, 10), dtype=np.uint8)) == []
 
 
-def test_large_image_mapped_back(detector: FaceDetector) -> None:
-    skimage_data = pytest.importorskip("skimage.data")
+def test_large_image_mapped_back(detector: FaceDetector, astronaut: np.ndarray) -> None:
     import cv2
 
-    image = cv2.resize(skimage_data.astronaut(), (2048, 2048), interpolation=cv2.INTER_LINEAR)
+    image = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_LINEAR)
     small = FaceDetector(max_work_side=512, scale_factor=1.2)
     best = max(small(image), key=lambda d: d.score)
     assert 170 * 4 < best.box.cx < 250 * 4 and 60 * 4 < best.box.cy < 150 * 4
@@ -90,10 +95,9 @@ def test_non_max_suppression_keeps_best() -> None:
 
 
 @pytest.mark.slow  # building dlib's detector takes a few seconds
-def test_dlib_backend_if_installed() -> None:
+def test_dlib_backend_if_installed(astronaut: np.ndarray) -> None:
     pytest.importorskip("dlib")
-    skimage_data = pytest.importorskip("skimage.data")
-    dets = FaceDetector("dlib")(skimage_data.astronaut())
+    dets = FaceDetector("dlib")(astronaut)
     assert dets
     best = max(dets, key=lambda d: d.score)
     assert 170 < best.box.cx < 250 and 60 < best.box.cy < 150

@@ -7,7 +7,7 @@ frame by frame with landmark smoothing (One Euro filter) unless ``--no-smooth``.
 
 The output folder is guarded so that no run loses or overwrites data (``tcdcn.io.results``): outputs stay
 outside the inputs, a lock keeps a second run out, and results are recorded as inputs complete, so that
-``--resume`` continues a stopped run and ``--overwrite`` replaces an earlier one. SIGTERM and Ctrl-C end the
+``--resume`` continues an interrupted run and ``--overwrite`` replaces an earlier one. SIGTERM and Ctrl-C end the
 run after the current input, keeping everything completed so far.
 """
 
@@ -187,7 +187,7 @@ def _plan(inputs: list[MediaInput], done: dict[str, DoneInput]) -> _Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``tcdcn predict``: the exit status (1 when an input failed, 128 + signal number when stopped)."""
+    """``tcdcn predict``: the exit status (1 when an input failed, 128 + the signal number when a signal ended it)."""
     out = Path(args.out)
     mode = "jsonl" if args.jsonl else "csv" if args.csv else "json"
     draw = not args.no_draw

@@ -33,11 +33,14 @@ def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
     record = SHIPPED.get(name)
     if record is None:
         return None
-    listed = record.int8_onnx_file if int8 else record.onnx_file
+    kind = "int8 ONNX" if int8 else "ONNX"
+    if not (record.int8_onnx_file if int8 else record.onnx_file):
+        raise CheckpointError(f"{record.card}: shipped model {name!r} lists no {kind} file (export one with "
+                              "`tcdcn export`)")
     path = record.path("int8_onnx" if int8 else "onnx")
-    if not listed or not path.is_file():
-        raise CheckpointError(f"{path}: shipped model {name!r} has no {'int8 ' if int8 else ''}ONNX file in this "
-                              "installation (export one with `tcdcn export`)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: shipped model {name!r} has no {kind} file in this installation (export one "
+                              "with `tcdcn export`)")
     expected = record.int8_onnx_sha256 if int8 else record.onnx_sha256
     if expected and sha256_of(path) != expected:
         raise CheckpointError(f"{path}: sha256 does not match the expected {expected[:12]}...")
