@@ -46,6 +46,7 @@ from tcdcn.models.registry import (
     CARD_FORMAT,
     CARD_FORMAT_VERSION,
     STANDARD_GRID_SHIFT,
+    apply_options_record,
     describe_preprocessing,
     read_card,
     sha256_of,
@@ -90,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     pt_file = WEIGHTS_DIR / f"{args.name}.pt"
     atomic_save(slim, pt_file)
-    onnx_file = export_onnx(LandmarkModel.load(pt_file), WEIGHTS_DIR / f"{args.name}.onnx")
+    torch_model = LandmarkModel.load(pt_file)
+    # The .onnx twin carries the card's test-time defaults, so the file run by its path runs as the shipped name.
+    apply_options_record(torch_model, card_test_time_defaults(args.name), f"{args.name} card")
+    onnx_file = export_onnx(torch_model, WEIGHTS_DIR / f"{args.name}.onnx")
     left = onnx_denormal_count(onnx.load(str(onnx_file)))
     if left:
         raise SystemExit(f"{onnx_file}: {left} denormal values left after export; not shipped")
@@ -146,14 +150,22 @@ def write_card(name: str, slim: dict[str, Any], pt_file: Path, onnx_file: Path, 
         "box_convention": BOX_CONVENTION,
         "training_data": previous.get("training_data", f"{cfg.data.train} (config stored in {name}.pt)"),
         "calibration": calibration,
-        "test_time_defaults": previous.get("test_time_defaults", {
-            "mirror_average": True, "box_refinements": 1, "multi_crop": {"grid_shift": STANDARD_GRID_SHIFT}}),
+        "test_time_defaults": card_test_time_defaults(name),
         "figures_inference": previous.get("figures_inference", FIGURES_INFERENCE),
         "figures": figures,
     }
     atomic_write_text(path, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     read_card(path)  # the package must be able to read what was written
     return path
+
+
+def card_test_time_defaults(name: str) -> dict[str, Any]:
+    """The card's test-time defaults: the previous card's, else mirror-averaging, one box refinement and the
+    standard multi-crop grid."""
+    path = WEIGHTS_DIR / f"{name}.json"
+    previous: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return previous.get("test_time_defaults", {
+        "mirror_average": True, "box_refinements": 1, "multi_crop": {"grid_shift": STANDARD_GRID_SHIFT}})
 
 
 def _file_entry(path: Path) -> dict[str, str]:

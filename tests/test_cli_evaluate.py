@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -159,3 +160,16 @@ def test_a_five_point_model_on_five_point_data_only(test_list: Path, capsys: pyt
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "ibug-68 model (68 points) cannot be scored on mtfl-5 annotations (5 points)" in err
+
+
+def test_evaluate_logs_the_test_time_options_once(model_file: Path, test_list: Path,
+                                                 caplog: pytest.LogCaptureFixture,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # A trained checkpoint runs one pass by default; options asked for beyond that are named with the defaults.
+    caplog.set_level(logging.INFO, logger="tcdcn")
+    assert main(["evaluate", "--model", str(model_file), "--data", str(test_list), "--json", "--no-progress",
+                 "--flip"]) == 0
+    lines = [r.getMessage() for r in caplog.records if "test-time options" in r.getMessage()]
+    assert lines == ["test-time options: flip on, 1 crop(s) per face, 0 box refinements (the model's defaults: "
+                     "flip off, 1 crop(s) per face, 0 box refinements)"]
+    assert json.loads(capsys.readouterr().out)["flip"] is True

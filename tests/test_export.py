@@ -325,3 +325,69 @@ def test_int8_graph_uses_the_stem_and_stays_in_uint8(model_and_onnx, train_crops
         assert np.abs(out - reference).mean() < INT8_MEAN_TOLERANCE
     with pytest.raises(Exception, match="stem"):
         quantize_int8(float_path, tmp_path / "x.onnx", train_crops, stem="wide")
+
+
+def test_exported_shipped_model_runs_like_the_shipped_model(mtfl_test_faces, tmp_path) -> None:
+    # The shipped model's test-time defaults travel in the .onnx metadata: the exported file runs the same
+    # box refinement, multi-crop grid and mirror-averaging, and so gives the same landmarks.
+    from tcdcn.cli import main
+    from tcdcn.inference.test_time import test_time_summary
+    from tcdcn.models.registry import SHIPPED
+
+    out = tmp_path / "mtfl-5pt.onnx"
+    assert main(["-q", "export", "--model", "mtfl-5pt", "--out", str(out)]) == 0
+    record = SHIPPED["mtfl-5pt"]
+    assert json.loads(read_metadata(out)["test_time"]) == {
+        "mirror_average": record.mirror_average, "multi_crop": {"grid_shift": 0.04},
+        "box_refinements": record.box_refinements}
+    shipped, exported = load_landmark_model("mtfl-5pt"), load_landmark_model(out)
+    assert isinstance(exported, OnnxLandmarkModel)
+    assert (exported.mirror_average, exported.multi_crop, exported.box_refinements) == (
+        record.mirror_average, record.multi_crop, record.box_refinements)
+    assert test_time_summary(exported) == test_time_summary(shipped) == {
+        "flip": True, "crops_per_face": 9, "box_refinements": 1}
+    dataset = FaceDataset(mtfl_test_faces[:6], box_mode="image")
+    greys = [dataset.image(i) for i in range(len(dataset))]
+    boxes = [dataset.box(i) for i in range(len(dataset))]
+    a, b = shipped.predict(greys, boxes), exported.predict(greys, boxes)
+    assert np.abs(a.landmarks - b.landmarks).max() < 80 * PARITY_TOLERANCE
+    assert np.abs(a.attribute_probabilities - b.attribute_probabilities).max() < PARITY_TOLERANCE
+
+
+def test_checkpoint_runs_one_pass_unless_its_config_says_otherwise(tmp_path) -> None:
+    from tcdcn.config import InferenceConfig
+
+    plain = random_model()
+    checkpoint = tmp_path / "plain.pt"
+    torch.save({"model": plain.network.state_dict(), "config": config_to_dict(plain.cfg), "scheme": "mtfl-5",
+                "tasks": list(TASKS)}, checkpoint)
+    for backend in ("torch", "auto"):
+        model = load_landmark_model(checkpoint, backend=backend)
+        assert (model.mirror_average, model.multi_crop, model.box_refinements) == (False, (), 0), backend
+    cfg = dataclasses.replace(plain.cfg, inference=InferenceConfig(True, 0.05, 2))
+    configured = tmp_path / "configured.pt"
+    torch.save({"model": plain.network.state_dict(), "config": config_to_dict(cfg), "scheme": "mtfl-5",
+                "tasks": list(TASKS)}, configured)
+    for backend in ("torch", "auto"):
+        model = load_landmark_model(configured, backend=backend)
+        assert model.mirror_average and len(model.multi_crop) == 9 and model.box_refinements == 2, backend
+        assert abs(model.multi_crop[1].dx) == pytest.approx(0.05)
+
+
+def test_onnx_file_without_test_time_metadata_runs_one_pass(model_and_onnx, tmp_path) -> None:
+    import onnx
+
+    _, path = model_and_onnx
+    graph = onnx.load(str(path))
+    kept = [p for p in graph.metadata_props if p.key != "test_time"]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    older = tmp_path / "older.onnx"
+    onnx.save(graph, str(older))
+    model = OnnxLandmarkModel(older)
+    assert (model.mirror_average, model.multi_crop, model.box_refinements) == (False, (), 0)
+    bad = tmp_path / "bad-test-time.onnx"
+    graph.metadata_props.add(key="test_time", value=json.dumps({"multi_crop": {"grid": 3}}))
+    onnx.save(graph, str(bad))
+    with pytest.raises(CheckpointError, match="multi_crop"):
+        OnnxLandmarkModel(bad)

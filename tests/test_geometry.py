@@ -227,3 +227,19 @@ def test_antialiased_shrink_removes_aliasing_and_leaves_enlarging_alone() -> Non
     assert warp_crop(checker, shrink, 60, antialias=False).std() > 50.0  # plain bilinear aliases
     enlarge = crop_matrix(Box(250.0, 200.0, 40.0), 60)
     np.testing.assert_array_equal(warp_crop(checker, enlarge, 60), warp_crop(checker, enlarge, 60, antialias=False))
+
+
+def test_box_reads_as_corners_like_other_libraries_boxes() -> None:
+    # torchvision, insightface and face_alignment give boxes as (x0, y0, x1, y1); a Box reads the same way.
+    box = Box(20.0, 40.0, 30.0)
+    assert (box.x0, box.y0, box.x1, box.y1) == (5.0, 25.0, 35.0, 55.0)
+    assert box.to_xyxy() == box.xyxy() == (5.0, 25.0, 35.0, 55.0)
+    assert tuple(box) == (5.0, 25.0, 35.0, 55.0)
+    x0, y0, x1, y1 = box
+    assert (x0, y1) == (5.0, 55.0)
+    np.testing.assert_array_equal(np.asarray(box), [5.0, 25.0, 35.0, 55.0])
+    assert np.asarray([box, Box(0.0, 0.0, 2.0)]).shape == (2, 4)
+    assert np.asarray(box, dtype=np.float32).dtype == np.float32
+    # The centre form stays, and corners taken back give the same square.
+    assert (box.cx, box.cy, box.side) == (20.0, 40.0, 30.0)
+    assert Box.from_xyxy(*box) == box

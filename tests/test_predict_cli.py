@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -189,3 +190,46 @@ def test_huge_photo_is_decoded_bounded_and_gives_results_in_original_pixels(tmp_
     (face,) = detector.on_boxes(huge, [box])
     assert face.box.side == pytest.approx(2000.0, rel=1e-6)
     assert np.all((face.landmarks > 3000) & (face.landmarks < 7000))  # original pixels, inside the box
+
+
+def test_json_and_csv_keep_attributes_and_head_pose_for_a_model_without_attribute_tasks(tmp_path: Path) -> None:
+    # 300w-68pt predicts no attribute tasks: the JSON keeps both keys (empty mapping, null), so records of
+    # every model parse alike, and the CSV has no attribute column and an empty head_pose column.
+    out = tmp_path / "json"
+    assert main(["-q", "predict", str(EXAMPLE), "--model", "300w-68pt", "--out", str(out), "--no-draw"]) == 0
+    face = json.loads((out / "astronaut.json").read_text())["faces"][0]
+    assert set(face) == {"box", "score", "landmarks", "attributes", "head_pose"}
+    assert face["attributes"] == {} and face["head_pose"] is None and len(face["landmarks"]) == 68
+    out = tmp_path / "csv"
+    assert main(["-q", "predict", str(EXAMPLE), "--model", "300w-68pt", "--out", str(out), "--csv",
+                 "--no-draw"]) == 0
+    header, row, *_ = list(csv.reader((out / "results.csv").open()))
+    assert header[-2:] == ["mouth_19_y", "head_pose"]  # no attribute column between points and head_pose
+    assert len(row) == len(header) and row[-1] == ""
+
+
+def test_csv_head_pose_column_matches_the_json(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["-q", "predict", str(EXAMPLE), "--out", str(out), "--csv", "--no-draw"]) == 0
+    header, row, *_ = list(csv.reader((out / "results.csv").open()))
+    assert header[-1] == "head_pose" and row[-1] in {"left_profile", "left", "frontal", "right", "right_profile"}
+
+
+def test_face_result_box_agrees_with_the_json_corners(detector: LandmarkDetector) -> None:
+    face = detector(EXAMPLE)[0]
+    corners = face.to_dict()["box"]
+    assert [corners[k] for k in ("x0", "y0", "x1", "y1")] == [round(v, 2) for v in face.box]
+    assert (face.box.x0, face.box.y1) == face.box.to_xyxy()[::3]
+
+
+def test_predict_logs_the_test_time_options_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tcdcn")
+    assert main(["predict", str(EXAMPLE), "--out", str(tmp_path / "a"), "--no-draw", "--no-progress"]) == 0
+    lines = [r.getMessage() for r in caplog.records if "test-time options" in r.getMessage()]
+    assert lines == ["test-time options: flip on, 9 crop(s) per face, 1 box refinement (the model's defaults)"]
+    caplog.clear()
+    assert main(["predict", str(EXAMPLE), "--out", str(tmp_path / "b"), "--no-draw", "--no-progress",
+                 "--no-flip", "--no-multi-crop", "--box-refinements", "0"]) == 0
+    lines = [r.getMessage() for r in caplog.records if "test-time options" in r.getMessage()]
+    assert lines == ["test-time options: flip off, 1 crop(s) per face, 0 box refinements (the model's defaults: "
+                     "flip on, 9 crop(s) per face, 1 box refinement)"]

@@ -111,6 +111,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """The test-time options a trained checkpoint runs with by default (``tcdcn.inference.test_time``); the
+    defaults run one pass on the box alone. ``tcdcn export`` writes them into the ONNX file."""
+
+    mirror_average: bool = False  # also run each face mirrored and average the two answers
+    multi_crop_grid_shift: float = 0.0  # 0: the box alone; else its 3x3 grid of crops this many box sides apart
+    box_refinements: int = 0  # re-framings on the box of the previous answer's points before the last pass
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -118,6 +128,7 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -305,6 +316,8 @@ RANGES: dict[str, Range] = {
     "train.threads": NON_NEGATIVE,
     "train.checkpoint_every_steps": NON_NEGATIVE,
     "train.weight_averaging_from": NON_NEGATIVE,
+    "inference.multi_crop_grid_shift": Range(0, 0.5, high_open=True),
+    "inference.box_refinements": Range(0, 10),
 }
 
 # The valid values of every key that names something.

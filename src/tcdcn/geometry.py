@@ -15,8 +15,9 @@ centred at ``(W-1)/2`` with side W.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,11 +29,39 @@ BOX_SCALE = 2.8
 
 @dataclass(frozen=True)
 class Box:
-    """A square face box: centre and side, in image pixels."""
+    """A square face box on the package's face-box convention, in original-image pixels.
+
+    Stored as centre and side (``cx``, ``cy``, ``side``); read as corners like other libraries' boxes
+    (torchvision, insightface, face_alignment): ``x0, y0, x1, y1`` properties, ``to_xyxy()``, and
+    iteration or ``np.asarray(box)`` yield ``(x0, y0, x1, y1)``, the corners the JSON output writes.
+    A box may extend past the image (a face at the border is framed that way).
+    """
 
     cx: float
     cy: float
     side: float
+
+    @property
+    def x0(self) -> float:
+        return self.cx - self.side / 2.0
+
+    @property
+    def y0(self) -> float:
+        return self.cy - self.side / 2.0
+
+    @property
+    def x1(self) -> float:
+        return self.cx + self.side / 2.0
+
+    @property
+    def y1(self) -> float:
+        return self.cy + self.side / 2.0
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.to_xyxy())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(self.to_xyxy(), dtype=dtype or np.float64)
 
     @classmethod
     def from_xyxy(cls, x0: float, y0: float, x1: float, y1: float) -> Box:
@@ -43,9 +72,14 @@ class Box:
     def whole_image(cls, width: int, height: int) -> Box:
         return cls((width - 1) / 2.0, (height - 1) / 2.0, float(max(width, height)))
 
-    def xyxy(self) -> tuple[float, float, float, float]:
+    def to_xyxy(self) -> tuple[float, float, float, float]:
+        """The corners ``(x0, y0, x1, y1)``."""
         h = self.side / 2.0
         return (self.cx - h, self.cy - h, self.cx + h, self.cy + h)
+
+    def xyxy(self) -> tuple[float, float, float, float]:
+        """``to_xyxy()``, under its earlier name."""
+        return self.to_xyxy()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import TcdcnError
+from ..version import __version__
 from . import evaluate, export, predict, study, train
 from .arguments import OneLineParser, configure_from_arguments
 
@@ -27,6 +28,8 @@ COMMANDS = (train, evaluate, predict, export, study)
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="tcdcn", description="TCDCN facial landmark detection")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("--version", action="version", version=f"tcdcn {__version__}",
+                        help="print the version (tcdcn X.Y.Z) and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_command(sub)

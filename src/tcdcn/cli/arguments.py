@@ -84,13 +84,16 @@ def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
     ``--box-refinements``); each left unset keeps the model's default."""
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="average each face with its mirror image, one network call on both (default: the "
-                             "model's choice, on for the shipped models, off for checkpoints and exported files)")
+                             "model's own, on for the shipped models and files exported from them, off for "
+                             "trained checkpoints unless their config's inference section says otherwise)")
     parser.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
                         help="average the predictions of a 3x3 grid of slightly moved face boxes (default: the "
-                             "model's choice, on for the shipped models, off for checkpoints and exported files)")
+                             "model's own, on for the shipped models and files exported from them, off for "
+                             "trained checkpoints unless their config's inference section says otherwise)")
     parser.add_argument("--box-refinements", type=int_in(0, MAX_BOX_REFINEMENTS), default=None, metavar="K",
                         help="re-frame each face K times on the box of its predicted points before the last "
-                             "pass (default: the model's choice, 1 for the shipped models, 0 for files)")
+                             "pass (default: the model's own, 1 for the shipped models and files exported from "
+                             "them, 0 for trained checkpoints unless their config says otherwise)")
 
 
 def apply_test_time_arguments(model: CropLandmarkModel, args: argparse.Namespace) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from ..inference.loading import BACKENDS
 from ..models.registry import DEFAULT_MODEL
 from .arguments import add_progress_arguments, add_test_time_arguments, apply_test_time_arguments
+
+log = logging.getLogger("tcdcn.evaluate")
 
 
 def add_command(subparsers: Any) -> None:
@@ -19,11 +22,12 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--data", required=True,
                    help="MTFL-format annotation file, or a folder of images with 68-point .pts files")
     p.add_argument("--box", choices=("image", "gt", "detect"), default="image",
-                   help="face box: whole image (AFLW test protocol), from ground truth, or face detector")
+                   help="face box: whole image (AFLW test protocol), from ground truth, or face detector "
+                        "(default %(default)s)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto (default) and onnx run on onnxruntime, a checkpoint through a temporary ONNX "
-                        "export; int8 runs a shipped model's int8 graph; torch runs a checkpoint in torch")
+                   help="auto and onnx run on onnxruntime, a checkpoint through a temporary ONNX export; int8 "
+                        "runs a shipped model's int8 graph; torch runs a checkpoint in torch (default %(default)s)")
     add_test_time_arguments(p)
     p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
     add_progress_arguments(p)
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.plots import require_matplotlib
     from ..evaluation.protocol import evaluate
     from ..inference.loading import load_landmark_model
-    from ..inference.test_time import test_time_summary
+    from ..inference.test_time import describe_test_time, test_time_summary
     from ..io.atomic import check_writable
 
     if args.ced:  # checked before the run, whose results would otherwise be lost at the end
@@ -44,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         check_writable(Path(args.ced))
         check_writable(Path(args.ced).with_suffix(".csv"))
     model = load_landmark_model(args.model, args.backend)
+    defaults = test_time_summary(model)
     # None keeps the model's defaults (mirror-averaging on for the shipped models, multi-crop for mtfl-5pt)
     apply_test_time_arguments(model, args)
+    log.info("%s", describe_test_time(model, defaults))
     faces = read_annotations(args.data)
     detector = None
     if args.box == "detect":

@@ -18,7 +18,7 @@ def add_command(subparsers: Any) -> None:
     """``tcdcn export --model NAME_OR_PATH --format onnx [--int8] --out PATH``."""
     p = subparsers.add_parser("export", help="export a model to ONNX (optionally int8) for torch-free inference")
     p.add_argument("--model", required=True, help="shipped model name or checkpoint path")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (default %(default)s)")
     p.add_argument("--out", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int_in(*SUPPORTED_OPSETS), default=DEFAULT_OPSET,
                    help=f"ONNX opset, {SUPPORTED_OPSETS[0]}..{SUPPORTED_OPSETS[1]} (default %(default)s)")

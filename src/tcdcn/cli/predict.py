@@ -33,6 +33,7 @@ from PIL import Image
 from ..errors import TcdcnError
 from ..inference.api import FaceResult, LandmarkDetector, rescale_face
 from ..inference.loading import BACKENDS
+from ..inference.test_time import describe_test_time
 from ..io.atomic import atomic_write_bytes, temp_path_for
 from ..io.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE
 from ..io.results import (
@@ -73,12 +74,13 @@ log = logging.getLogger("tcdcn.predict")
 def add_command(subparsers: Any) -> None:
     p = subparsers.add_parser("predict", help="landmarks on images, folders, globs and videos")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image/video files, folders or glob patterns")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="shipped model name, checkpoint or .onnx path")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="shipped model name, checkpoint or .onnx path (default %(default)s)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto (default) and onnx run on onnxruntime, a checkpoint through a temporary ONNX "
-                        "export; int8 runs a shipped model's int8 graph; torch runs a checkpoint in torch")
+                   help="auto and onnx run on onnxruntime, a checkpoint through a temporary ONNX export; int8 "
+                        "runs a shipped model's int8 graph; torch runs a checkpoint in torch (default %(default)s)")
     p.add_argument("--out", default="tcdcn-out",
-                   help="output folder, outside every input folder (default: %(default)s)")
+                   help="output folder, outside every input folder (default %(default)s)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--jsonl", action="store_true", help="one JSON line per input in OUT/results.jsonl")
     fmt.add_argument("--csv", action="store_true",
@@ -241,6 +243,7 @@ def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inpu
     detector = LandmarkDetector(args.model, backend=args.backend, max_side=args.max_side,
                                 mirror_average=args.flip, multi_crop=args.multi_crop,
                                 box_refinements=args.box_refinements, max_pixels=args.max_pixels)
+    log.info("%s", describe_test_time(detector.model, detector.default_test_time))
     point_names = tuple(detector.model.scheme.point_names)
     task_names = tuple(detector.model.task_names)
 

@@ -32,15 +32,20 @@ WORKER_LOG_FORMAT = "%(asctime)s [{pid}] %(message)s"
 def add_command(subparsers: Any) -> None:
     """Register ``tcdcn study`` on the main CLI's sub-parsers."""
     p = subparsers.add_parser("study", help="train and evaluate the paper's study grid, write reports/studies.md")
-    p.add_argument("--grid", default=DEFAULT_GRID, help=f"grid YAML (default {DEFAULT_GRID})")
-    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="run folders <variant>/seed<k>/ (git-ignored)")
-    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="one results JSON per run (committed)")
+    p.add_argument("--grid", default=DEFAULT_GRID, help="grid YAML (default %(default)s)")
+    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
+                   help="run folders <variant>/seed<k>/, git-ignored (default %(default)s)")
+    p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help="one results JSON per run, committed (default %(default)s)")
     p.add_argument("--report", default=DEFAULT_REPORT,
-                   help="markdown report; its figures go to figures/ beside it")
-    p.add_argument("--workers", type=int_in(1), default=1, help="runs trained at the same time (separate processes)")
+                   help="markdown report; its figures go to figures/ beside it (default %(default)s)")
+    p.add_argument("--workers", type=int_in(1), default=1,
+                   help="runs trained at the same time, in separate processes (default %(default)s)")
     p.add_argument("--threads", type=int_in(1), default=None, help="torch threads per worker (default: the config's)")
-    p.add_argument("--variant", action="append", default=[], help="only this variant (repeatable)")
-    p.add_argument("--seed", action="append", type=int_in(0), default=[], help="only this seed (repeatable)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="only this variant (repeatable; default: none, every variant)")
+    p.add_argument("--seed", action="append", type=int_in(0), default=[],
+                   help="only this seed (repeatable; default: none, every seed)")
     p.add_argument("--report-only", action="store_true", help="regenerate the report from saved results only")
     p.add_argument("--no-report", action="store_true", help="train and evaluate, do not write the report")
     p.add_argument("--list", action="store_true", help="print each run's state (done/partial/todo) and exit")

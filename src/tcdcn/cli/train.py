@@ -23,7 +23,7 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (without it, an existing run is refused)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable)")
+                   help="override a config value (repeatable; default: none)")
     p.set_defaults(func=run)
 
 

@@ -28,7 +28,7 @@ from ..io.images import (
 )
 from ..models.registry import DEFAULT_MODEL
 from .loading import load_landmark_model
-from .test_time import set_test_time_options
+from .test_time import set_test_time_options, test_time_summary
 
 
 class LandmarkBackend(Protocol):
@@ -47,8 +47,16 @@ class LandmarkBackend(Protocol):
 
 @dataclass
 class FaceResult:
-    """One face: its box (the package's face-box convention), the detector's score (None for given
-    boxes), landmarks ``(P, 2)`` in image pixels, and attribute probabilities by task name."""
+    """One face, in original-image pixels.
+
+    ``box``: a ``Box``, a square on the package's face-box convention (``tcdcn.geometry``) that may extend
+    past the image; ``box.x0, y0, x1, y1``, ``box.to_xyxy()``, ``tuple(box)`` and ``np.asarray(box)`` give its
+    corners ``(x0, y0, x1, y1)`` as the JSON output writes them, ``box.cx, cy, side`` its centre and side.
+    ``score``: the detector's score (None for given boxes). ``landmarks``: ``(P, 2)``. ``attributes``:
+    probabilities by task name, empty when the model has no attribute tasks (``300w-68pt``); ``head_pose``
+    is None exactly when the model has no pose tasks. ``to_dict`` always writes both keys, so records of
+    every model parse alike.
+    """
 
     box: Box
     score: float | None
@@ -63,7 +71,7 @@ class FaceResult:
         return max(poses, key=lambda k: poses[k]).removeprefix("pose_") if poses else None
 
     def to_dict(self) -> dict[str, Any]:
-        x0, y0, x1, y1 = self.box.xyxy()
+        x0, y0, x1, y1 = self.box.to_xyxy()
         return {
             "box": {"x0": round(x0, 2), "y0": round(y0, 2), "x1": round(x1, 2), "y1": round(y1, 2)},
             "score": None if self.score is None else round(float(self.score), 4),
@@ -98,6 +106,8 @@ class LandmarkDetector:
                  multi_crop: bool | None = None, box_refinements: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.model = load_backend(model, backend)
+        # The model's own test-time options, before the overrides (reported beside those that run).
+        self.default_test_time = test_time_summary(self.model)
         set_test_time_options(self.model, mirror_average, multi_crop, box_refinements)
         if face_detector is None:
             from .detectors import FaceDetector
@@ -162,7 +172,7 @@ def checked_box(box: Box | Sequence[float], index: int, width: int, height: int)
         raise InputError(f"box {index}: not finite, got {values}")
     if not square.side > 0:
         raise InputError(f"box {index}: side must be > 0, got {square.side}")
-    x0, y0, x1, y1 = square.xyxy()
+    x0, y0, x1, y1 = square.to_xyxy()
     if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
         raise InputError(f"box {index}: ({x0:.1f}, {y0:.1f}, {x1:.1f}, {y1:.1f}) lies outside the "
                          f"{width}x{height} image")

@@ -3,8 +3,9 @@
 The graph takes the raw grey crop batch ``crops`` (N, 1, S, S) float32 in 0..255, standardises it
 inside (as ``models.network.standardise`` does), and returns ``landmarks`` (N, P, 2) in normalised [-1, 1]
 crop coordinates and ``attribute_logits`` (N, T). Everything needed to run it (scheme, task names,
-input size, config, source) is stored in the ONNX model's ``metadata_props``, so the .onnx file alone
-is a complete model for ``tcdcn.inference.backends.onnx.OnnxLandmarkModel``.
+input size, config, source, and the test-time defaults the model ran with: ``test_time``) is stored in the ONNX
+model's ``metadata_props``, so the .onnx file alone is a complete model for
+``tcdcn.inference.backends.onnx.OnnxLandmarkModel``, which runs it as the model it came from.
 
 Quantisation: ``quantize_int8`` uses onnxruntime's static quantisation (QDQ or QOperator format) with
 per-channel int8 weights and uint8 activations, calibrated on crops of MTFL *training* faces. The conv
@@ -30,6 +31,7 @@ import numpy as np
 from ..errors import TcdcnError
 from ..io.atomic import atomic_write_bytes
 from ..models.denormals import flush_onnx_initializers
+from ..models.registry import options_record
 from .backends.onnx import FORMAT_NAME, FORMAT_VERSION
 
 if TYPE_CHECKING:
@@ -95,6 +97,8 @@ def export_metadata(model: LandmarkModel) -> dict[str, str]:
         "input_size": str(int(model.input_size)),
         "config": json.dumps(config_to_dict(model.cfg)),
         "source": str(model.source),
+        # The test-time options the model runs by default, so that the file runs as the model did.
+        "test_time": json.dumps(options_record(model)),
         "input": f"{INPUT_NAME}: (N,1,S,S) float32 raw grey 0..255, standardised inside the graph",
         "outputs": "landmarks: (N,P,2) normalised [-1,1] crop coords; attribute_logits: (N,T)",
     }

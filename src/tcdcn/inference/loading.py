@@ -53,7 +53,8 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured
     (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through its shipped ``.onnx``
     twin, a checkpoint through a temporary ONNX export (this needs torch, and keeps the checkpoint's
-    test-time options). "onnx" is the same. "int8" runs a shipped name's int8 graph (a checkpoint needs
+    test-time options); an ``.onnx`` file runs the test-time options its metadata records (``tcdcn export``
+    writes the exported model's). "onnx" is the same. "int8" runs a shipped name's int8 graph (a checkpoint needs
     ``tcdcn export --int8`` first). "torch" runs the checkpoint in torch. ``threads`` applies to
     onnxruntime only.
     """
@@ -95,8 +96,5 @@ def _export_and_load(checkpoint: str, threads: int) -> OnnxLandmarkModel:
     torch_model = LandmarkModel.load(checkpoint)
     with tempfile.TemporaryDirectory() as tmpdir:
         path = export_onnx(torch_model, Path(tmpdir) / "model.onnx")
-        model = OnnxLandmarkModel(path, threads=threads, source=checkpoint)
-    model.mirror_average = torch_model.mirror_average
-    model.multi_crop = torch_model.multi_crop
-    model.box_refinements = torch_model.box_refinements
-    return model
+        # The graph's metadata carries the checkpoint's test-time defaults (export_metadata).
+        return OnnxLandmarkModel(path, threads=threads, source=checkpoint)

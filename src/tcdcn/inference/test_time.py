@@ -1,8 +1,11 @@
 """Test-time options of a loaded model: mirror-averaging, multi-crop and box refinement.
 
-Each model starts with its own defaults (``models.registry.apply_test_time_defaults``: on for the shipped models,
-off for files); ``set_test_time_options`` overrides them for one run, as the command-line switches
-(``cli.arguments.add_test_time_arguments``) and ``LandmarkDetector`` do.
+Each model starts with its own defaults: a shipped model's card's (``models.registry.apply_test_time_defaults``),
+an exported ``.onnx`` file's ``test_time`` metadata (the defaults of the model it was exported from), a
+checkpoint's ``config.inference`` (one pass on the box alone unless the training config says otherwise).
+``set_test_time_options`` overrides them for one run, as the command-line switches
+(``cli.arguments.add_test_time_arguments``) and ``LandmarkDetector`` do; ``describe_test_time`` is the line
+``tcdcn predict`` and ``tcdcn evaluate`` log, so that options other than the model's own are never silent.
 """
 
 from __future__ import annotations
@@ -34,3 +37,18 @@ def test_time_summary(model: CropLandmarkModel) -> dict[str, Any]:
     """The test-time options a model ran with, as reports record them."""
     return {"flip": model.mirror_average, "crops_per_face": max(1, len(model.multi_crop)),
             "box_refinements": model.box_refinements}
+
+
+def describe_test_time(model: CropLandmarkModel, defaults: dict[str, Any] | None = None) -> str:
+    """One line naming the test-time options a model runs, and ``defaults`` (a ``test_time_summary`` taken
+    before any override) when they differ from them."""
+
+    def text(summary: dict[str, Any]) -> str:
+        refinements = summary["box_refinements"]
+        return (f"flip {'on' if summary['flip'] else 'off'}, {summary['crops_per_face']} crop(s) per face, "
+                f"{refinements} box refinement{'' if refinements == 1 else 's'}")
+
+    current = test_time_summary(model)
+    if defaults is None or defaults == current:
+        return f"test-time options: {text(current)} (the model's defaults)"
+    return f"test-time options: {text(current)} (the model's defaults: {text(defaults)})"

@@ -330,8 +330,10 @@ def option_text(key: str, value: str) -> str:
 
 
 def csv_header(point_names: Sequence[str], task_names: Sequence[str]) -> list[str]:
-    """The CSV columns: input, frame, face, score, box, then x and y of each point, then each task."""
-    return CSV_FIXED_COLUMNS + [f"{n}_{a}" for n in point_names for a in "xy"] + list(task_names)
+    """The CSV columns: input, frame, face, score, box, then x and y of each point, then each task, then
+    head_pose. The columns are those of the JSON record: no attribute column for a model without attribute
+    tasks, and head_pose always (empty where the JSON has null: a model without pose tasks)."""
+    return CSV_FIXED_COLUMNS + [f"{n}_{a}" for n in point_names for a in "xy"] + list(task_names) + ["head_pose"]
 
 
 def csv_rows(source: Path, record: dict[str, Any], point_names: Sequence[str],
@@ -351,7 +353,8 @@ def csv_rows(source: Path, record: dict[str, Any], point_names: Sequence[str],
             attributes = face["attributes"]
             writer.writerow([str(source), index, i, face["score"], b["x0"], b["y0"], b["x1"], b["y1"]]
                             + [v for n in point_names for v in points.get(n, ["", ""])]
-                            + [attributes.get(t, "") for t in task_names])
+                            + [attributes.get(t, "") for t in task_names]
+                            + [face.get("head_pose") or ""])
     return encode_text(buffer.getvalue())
 
 

@@ -165,13 +165,56 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def apply_test_time_defaults(model: Any, name_or_path: str | Path) -> None:
-    """Set a loaded model's test-time options (``mirror_average``, ``multi_crop``, ``box_refinements``)
-    to its record's for a shipped name; any file runs one pass on the box alone."""
+def multi_crop_spec(jitters: tuple[CropJitter, ...]) -> dict[str, Any] | None:
+    """A crop set as a card or an ONNX file's ``test_time`` record states it (the inverse of ``_multi_crop``):
+    null, ``{"grid_shift": s}`` or ``{"crops": [[dx, dy, scale], ...]}``."""
+    if not jitters:
+        return None
+    shift = abs(jitters[1].dx) if len(jitters) > 1 else 0.0
+    if 0.0 < shift < 0.5 and tuple(jitters) == grid_jitters(shift):
+        return {"grid_shift": round(shift, 8)}
+    return {"crops": [[j.dx, j.dy, j.scale] for j in jitters]}
+
+
+def options_record(model: Any) -> dict[str, Any]:
+    """A model's test-time options as the ``test_time`` record of an exported ONNX file (the card's
+    ``test_time_defaults`` format)."""
+    return {"mirror_average": bool(model.mirror_average), "multi_crop": multi_crop_spec(tuple(model.multi_crop)),
+            "box_refinements": int(model.box_refinements)}
+
+
+def apply_options_record(model: Any, record: Any, where: str) -> None:
+    """Set a model's test-time options from a ``test_time`` record (``options_record``), or
+    ``CheckpointError`` naming ``where``."""
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{where}: test_time must be a mapping, got {record!r}")
+    try:
+        refinements = int(record.get("box_refinements", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{where}: test_time.box_refinements must be an integer, got "
+                              f"{record.get('box_refinements')!r}") from None
+    if refinements < 0:
+        raise CheckpointError(f"{where}: test_time.box_refinements must be >= 0, got {refinements}")
+    model.mirror_average = bool(record.get("mirror_average", False))
+    model.multi_crop = _multi_crop(record.get("multi_crop"), where)
+    model.box_refinements = refinements
+
+
+def apply_test_time_defaults(model: Any, name_or_path: str | Path, config: Any = None) -> None:
+    """Set a loaded model's test-time options (``mirror_average``, ``multi_crop``, ``box_refinements``): a shipped
+    name's card's, else the checkpoint's ``config.inference`` (``tcdcn.config.InferenceConfig``: one pass on the
+    box alone unless the training config says otherwise)."""
     record = SHIPPED.get(str(name_or_path))
-    model.mirror_average = bool(record and record.mirror_average)
-    model.multi_crop = record.multi_crop if record else ()
-    model.box_refinements = record.box_refinements if record else 0
+    if record is not None:
+        model.mirror_average = record.mirror_average
+        model.multi_crop = record.multi_crop
+        model.box_refinements = record.box_refinements
+        return
+    inference = getattr(config, "inference", None)
+    model.mirror_average = bool(inference and inference.mirror_average)
+    shift = float(inference.multi_crop_grid_shift) if inference else 0.0
+    model.multi_crop = grid_jitters(shift) if shift > 0 else ()
+    model.box_refinements = int(inference.box_refinements) if inference else 0
 
 
 def resolve_weights_file(name_or_path: str) -> Path:

@@ -1,9 +1,10 @@
 """The onnxruntime backend: a TCDCN exported to ONNX (``tcdcn.inference.export``), run without torch.
 
 ``OnnxLandmarkModel`` has the interface of ``backends.torch.LandmarkModel`` (``scheme``, ``task_names``,
-``input_size``, ``crops``, ``run_network``, ``predict``); the file's metadata says the scheme, tasks and crop
-size, so the .onnx file alone is a complete model. Nothing here imports torch, at module level or on the
-ONNX code path.
+``input_size``, ``crops``, ``run_network``, ``predict``); the file's metadata says the scheme, tasks, crop
+size and test-time defaults (``test_time``: mirror-averaging, multi-crop, box refinements), so the .onnx file
+alone is a complete model and runs as the model it was exported from. Nothing here imports torch, at module
+level or on the ONNX code path.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 import numpy as np
 
 from ...errors import BackendError, CheckpointError
+from ...models.registry import apply_options_record
 from ...schemes import LandmarkScheme, get_scheme
 from ..pipeline import ONNX_CROPS_PER_CALL, CropLandmarkModel
 
 # Written into metadata_props by tcdcn.inference.export; bump the version when the graph's contract (inputs,
-# outputs, metadata keys) changes.
+# outputs, metadata keys) changes. 2: the ``test_time`` key (files of version 1 run one pass).
 FORMAT_NAME = "tcdcn-onnx"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 
 class OnnxLandmarkModel(CropLandmarkModel):
@@ -67,8 +69,12 @@ class OnnxLandmarkModel(CropLandmarkModel):
             self.config: dict[str, Any] = json.loads(self.metadata.get("config", "{}"))
             if "landmark_shift" in self.metadata:
                 self.landmark_shift = np.asarray(json.loads(self.metadata["landmark_shift"]), dtype=np.float64)
+            # The exported model's test-time defaults travel with it; a file without them (exported before they
+            # were written) runs one pass on the box alone.
+            test_time = json.loads(self.metadata.get("test_time", "{}"))
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{self.path}: bad tcdcn metadata ({exc})") from None
+        apply_options_record(self, test_time, f"{self.path}: metadata")
         self.source = source or self.metadata.get("source", str(self.path))
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -43,7 +43,7 @@ class LandmarkModel(CropLandmarkModel):
         network, cfg, scheme, tasks = model_from_state(state, str(name_or_path))
         model = cls(network, cfg, scheme, tasks, str(name_or_path))
         model.landmark_shift = landmark_shift_from_state(state, scheme.num_points)
-        apply_test_time_defaults(model, name_or_path)
+        apply_test_time_defaults(model, name_or_path, cfg)
         return model
 
     def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
