@@ -388,7 +388,7 @@ def time_pipeline(faces: list[Any], onnx_model: Any, torch_model: Any) -> dict[s
     except Exception as exc:  # the detect module is optional here: report without it
         detector, detect_note = None, f"no detection row ({type(exc).__name__}: {exc})"
     else:
-        detect_note = "tcdcn.inference.detectors.FaceDetector() (OpenCV backend)"
+        detect_note = f"tcdcn.inference.detectors.FaceDetector() ({detector.backend} backend)"
     stages = {"decode": 0.0, "detect": 0.0, "landmarks_onnx": 0.0, "landmarks_torch": 0.0}
     found = 0
     for face in faces:

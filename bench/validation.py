@@ -1,9 +1,11 @@
 """Score a model on the validation split its config carves from the training data (never the test set).
 
-    python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--flip] [--multi-crop]
+    python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--box gt|detect]
+        [--backend auto|onnx|int8|torch] [--flip] [--multi-crop] [--box-refinements K]
 
 The split is the one ``Trainer`` uses (``data.validation_fraction``, ``data.split_seed``); faces are
-framed with the ground-truth box convention, as during training.
+framed with the ground-truth box convention (``--box gt``, as during training) or by the default face
+detector (``--box detect``: the detection nearest the ground truth; a face not found counts as a failure).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluation.protocol import evaluate
-from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.detectors import FaceDetector
+from tcdcn.inference.loading import BACKENDS, load_landmark_model
 from tcdcn.inference.test_time import test_time_summary
 
 
@@ -24,14 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/mtfl-5pt.yaml")
     p.add_argument("--model", default="mtfl-5pt")
+    p.add_argument("--box", choices=("gt", "detect"), default="gt")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     add_test_time_arguments(p)
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
-    model = LandmarkModel.load(args.model)
+    model = load_landmark_model(args.model, args.backend)
     apply_test_time_arguments(model, args)
-    summary = evaluate(model, val_faces, box="gt").summary()
-    summary.update(model=args.model, config=args.config, **test_time_summary(model))
+    detector = None
+    if args.box == "detect":
+        face_detector = FaceDetector()
+        detector = lambda rgb: [d.box for d in face_detector(rgb)]  # noqa: E731
+    summary = evaluate(model, val_faces, box=args.box, detector=detector).summary()
+    summary.update(model=args.model, config=args.config, backend=args.backend,
+                   detector=face_detector.backend if detector else None, **test_time_summary(model))
     print(json.dumps(summary))
     return 0
 
