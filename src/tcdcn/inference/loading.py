@@ -47,7 +47,7 @@ def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
     return path
 
 
-def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads: int = 0) -> CropLandmarkModel:
+def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads: int = 1) -> CropLandmarkModel:
     """A landmark model on the chosen backend: ``LandmarkModel`` (torch) or ``OnnxLandmarkModel``.
 
     "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured

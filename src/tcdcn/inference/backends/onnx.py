@@ -29,11 +29,14 @@ FORMAT_VERSION = "2"
 class OnnxLandmarkModel(CropLandmarkModel):
     """A TCDCN exported to ONNX, run by onnxruntime on the CPU.
 
-    ``threads``: onnxruntime intra-op threads (0 = its default, one per physical core).
+    ``threads``: onnxruntime intra-op threads; 1 by default: this network is too small to gain from more
+    (0.585 ms per crop on one thread against 0.661 on two at 256 crops per call, ``bench/default_inference.py``)
+    and spinning pool threads slow everything else on a loaded machine; 0 means onnxruntime's own choice
+    (one per physical core).
     ``optimization``: onnxruntime graph optimisation level ("disable", "basic", "extended", "all").
     """
 
-    def __init__(self, path: str | Path, threads: int = 0, optimization: str = "all", source: str = "") -> None:
+    def __init__(self, path: str | Path, threads: int = 1, optimization: str = "all", source: str = "") -> None:
         import onnxruntime as ort
 
         levels = {
@@ -80,7 +83,7 @@ class OnnxLandmarkModel(CropLandmarkModel):
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @classmethod
-    def load(cls, path: str | Path, threads: int = 0) -> OnnxLandmarkModel:
+    def load(cls, path: str | Path, threads: int = 1) -> OnnxLandmarkModel:
         return cls(path, threads=threads)
 
     def default_crops_per_call(self) -> int:
