@@ -29,21 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from host import cpu_model_name
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 FACE_SETS = {"mtfl-5pt": (DATA / "mtfl" / "testing.txt", "image"), "300w-68pt": (DATA / "300w", "gt")}
 WARMUP_FACES = 16
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def single_threaded() -> None:
@@ -145,7 +136,7 @@ def main() -> None:
     from tcdcn.inference.loading import load_landmark_model
 
     report: dict[str, Any] = {
-        "cpu_model": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "cpu_model": cpu_model_name(), "cpus": os.cpu_count(), "python": platform.python_version(),
         "tcdcn_path": str(Path(tcdcn.__file__).parent), "limit": args.limit, "repeats": args.repeats,
         "load_average_start": os.getloadavg(), "per_face": {}, "batch_sweep": {},
     }

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections import defaultdict
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibrate_detector import _best_match, _median_calibration  # noqa: E402
 from detection_rate import DATA, is_hit  # noqa: E402
+from host import cpu_model_name  # noqa: E402
 
 from tcdcn.data.annotation import FaceAnnotation  # noqa: E402
 from tcdcn.data.formats import read_annotations, read_mtfl  # noqa: E402
@@ -51,16 +51,6 @@ from tcdcn.io.images import load_image  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "detectors.json"
 RawRun = RawDetectorRun
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class CandidateDetector(FaceDetector):
@@ -247,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     landmarks = load_backend("mtfl-5pt", "onnx")
     thresholds = {"blazeface": [0.5, 0.6, 0.7, 0.8], "mtcnn": [0.7, 0.8, 0.9, 0.95, 0.99], "opencv": [0.0],
                   "dlib": [0.0, 0.5], "dlib-cnn": [0.0, 0.5], "blazeface-full": [0.5, 0.75]}
-    results: dict[str, Any] = {"cpu": cpu_model(), "threads": 1, "timing_photos": len(photos),
+    results: dict[str, Any] = {"cpu": cpu_model_name(), "threads": 1, "timing_photos": len(photos),
                                "hit_rule": "centre within 0.25 x gt side, side within a factor 1.5",
                                "candidates": {}}
     for name in args.candidates:

@@ -7,6 +7,7 @@ with a reason naming the missing path when it is absent.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,20 @@ def mtfl_test_faces(mtfl_test_file: Path) -> list[FaceAnnotation]:
 @pytest.fixture(scope="session")
 def w300_afw_dir() -> Path:
     return _require(W300_DIR / "afw")
+
+
+@pytest.fixture(scope="session")
+def aflw_subset(mtfl_dir: Path, mtfl_test_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``aflw_subset(n)``: the first ``n`` lines of testing.txt in a folder of their own, with AFLW/ linked
+    beside them (the list's paths are relative to its folder)."""
+
+    def make(n: int) -> Path:
+        folder = tmp_path_factory.mktemp(f"aflw{n}")
+        os.symlink(mtfl_dir / "AFLW", folder / "AFLW", target_is_directory=True)
+        lines = mtfl_test_file.read_bytes().splitlines(keepends=True)[:n]
+        path = folder / f"testing{n}.txt"
+        path.write_bytes(b"".join(lines))
+        return path
+
+    return make
+

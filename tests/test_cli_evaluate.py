@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -36,14 +35,9 @@ def model_file(mtfl_train_faces: list[FaceAnnotation], tmp_path_factory: pytest.
 
 
 @pytest.fixture(scope="module")
-def test_list(mtfl_dir: Path, mtfl_test_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 20 lines of testing.txt in a folder of their own, with AFLW/ linked beside them."""
-    folder = tmp_path_factory.mktemp("aflw20")
-    os.symlink(mtfl_dir / "AFLW", folder / "AFLW", target_is_directory=True)
-    lines = mtfl_test_file.read_bytes().splitlines(keepends=True)[:NUM_FACES]
-    path = folder / "testing20.txt"
-    path.write_bytes(b"".join(lines))
-    return path
+def test_list(aflw_subset) -> Path:
+    """The first NUM_FACES lines of testing.txt in a folder of their own, with AFLW/ linked beside them."""
+    return aflw_subset(NUM_FACES)
 
 
 def test_evaluate_json_prints_one_object(model_file: Path, test_list: Path,

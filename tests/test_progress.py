@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -129,14 +128,9 @@ def test_stdout_is_refused_and_a_terminal_gets_a_bar(capsys: pytest.CaptureFixtu
 
 # ---- the commands --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def test_list(mtfl_dir: Path, mtfl_test_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 30 lines of testing.txt in a folder of their own, with AFLW/ linked beside them."""
-    folder = tmp_path_factory.mktemp("aflw30")
-    os.symlink(mtfl_dir / "AFLW", folder / "AFLW", target_is_directory=True)
-    lines = mtfl_test_file.read_bytes().splitlines(keepends=True)[:NUM_FACES]
-    path = folder / "testing30.txt"
-    path.write_bytes(b"".join(lines))
-    return path
+def test_list(aflw_subset) -> Path:
+    """The first NUM_FACES lines of testing.txt in a folder of their own, with AFLW/ linked beside them."""
+    return aflw_subset(NUM_FACES)
 
 
 def test_evaluate_reports_each_batch_on_stderr_and_keeps_stdout_json(
