@@ -20,6 +20,7 @@ from tcdcn.evaluation.metrics import (
     nme,
     per_face_error,
     per_landmark_error,
+    per_region_error,
     point_errors,
 )
 
@@ -105,3 +106,25 @@ def test_binary_accuracy_thresholds_at_one_half() -> None:
     labels = np.array([[1, 1], [0, 1], [1, 0]])  # (3, 2)
     # Task 0: all right. Task 1: 0.5 counts as yes (right), 0.49 as no (wrong), 0.1 as no (right).
     np.testing.assert_allclose(binary_accuracy(probabilities, labels), [1.0, 2 / 3])
+
+
+def test_per_region_error_by_hand() -> None:
+    # Two faces, four points; regions "a" = points 0-1, "b" = points 2-3.
+    errors = np.array([[0.1, 0.3, 0.2, 0.4],
+                       [0.5, 0.1, 0.0, 0.2]])
+    regions = (("a", (0, 1)), ("b", (2, 3)))
+    assert per_region_error(errors, regions) == pytest.approx({"a": 1.0 / 4, "b": 0.8 / 4})
+    # Point 1 of face 0 and point 3 of face 1 not visible: means over the three visible values each.
+    visible = np.array([[True, False, True, True], [True, True, True, False]])
+    assert per_region_error(errors, regions, visible) == pytest.approx({"a": 0.7 / 3, "b": 0.6 / 3})
+    nothing = np.zeros((2, 4), bool)
+    assert np.isnan(per_region_error(errors, regions, nothing)["a"])
+
+
+def test_schemes_regions_cover_their_points_once() -> None:
+    from tcdcn.schemes import IBUG_68, MTFL_5
+
+    for scheme in (IBUG_68, MTFL_5):
+        covered = sorted(i for _, indices in scheme.regions for i in indices)
+        assert covered == list(range(scheme.num_points)), scheme.name
+    assert [name for name, _ in IBUG_68.regions] == ["contour", "brows", "nose", "eyes", "mouth"]

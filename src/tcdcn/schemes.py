@@ -28,6 +28,8 @@ class LandmarkScheme:
     # the scheme has no corners), "inter-pupil" = eye centres (means of the eye groups).
     outer_eye_corners: tuple[int, int] | None = None
     description: str = ""
+    # Named groups of points (face regions) that per-region errors are reported over.
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
     _flip_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -42,6 +44,9 @@ class LandmarkScheme:
         for group in self.five_point_groups:
             if not group or any(not 0 <= i < n for i in group):
                 raise ValueError(f"scheme {self.name}: bad five-point group {group}")
+        for region, indices in self.regions:
+            if not indices or any(not 0 <= i < n for i in indices):
+                raise ValueError(f"scheme {self.name}: region {region!r} has indices outside 0..{n - 1}")
         object.__setattr__(self, "_flip_index", tuple(perm))
 
     @property
@@ -79,6 +84,7 @@ MTFL_5 = LandmarkScheme(
     flip_pairs=((0, 1), (3, 4)),
     five_point_groups=((0,), (1,), (2,), (3,), (4,)),
     description="MTFL / MAFL / CelebA five points; 'left' is the image's left.",
+    regions=(("eyes", (0, 1)), ("nose", (2,)), ("mouth", (3, 4))),
 )
 
 
@@ -104,6 +110,8 @@ IBUG_68 = LandmarkScheme(
     five_point_groups=(tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,)),
     outer_eye_corners=(36, 45),
     description="300-W / iBUG 68 points, 0-based.",
+    regions=(("contour", tuple(range(0, 17))), ("brows", tuple(range(17, 27))), ("nose", tuple(range(27, 36))),
+             ("eyes", tuple(range(36, 48))), ("mouth", tuple(range(48, 68)))),
 )
 
 SCHEMES: dict[str, LandmarkScheme] = {s.name: s for s in (MTFL_5, IBUG_68)}

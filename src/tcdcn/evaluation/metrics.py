@@ -47,6 +47,19 @@ def per_landmark_error(errors: np.ndarray, visible: np.ndarray | None = None) ->
     return (errors * vis).sum(axis=0) / np.maximum(vis.sum(axis=0), 1)
 
 
+def per_region_error(errors: np.ndarray, regions: tuple[tuple[str, tuple[int, ...]], ...],
+                     visible: np.ndarray | None = None) -> dict[str, float]:
+    """(N, P) normalised errors -> mean error of each named region's points, over the faces and points
+    where they are visible (a scheme's ``regions``: e.g. contour, brows, nose, eyes, mouth)."""
+    vis = np.ones(np.shape(errors), bool) if visible is None else np.asarray(visible, bool)
+    out = {}
+    for name, indices in regions:
+        part_vis = vis[:, list(indices)]  # (N, R)
+        count = part_vis.sum()
+        out[name] = float((errors[:, list(indices)] * part_vis).sum() / count) if count else float("nan")
+    return out
+
+
 def ced(face_errors: np.ndarray, max_error: float = 0.2, steps: int = 201) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative error distribution: thresholds and the fraction of faces at or below each."""
     thresholds = np.linspace(0.0, max_error, steps)

@@ -28,6 +28,7 @@ from .metrics import (
     normalised_face_errors,
     per_face_error,
     per_landmark_error,
+    per_region_error,
     point_errors,
 )
 
@@ -69,6 +70,7 @@ class EvaluationReport:
     face_errors: np.ndarray  # (N,) inter-ocular normalised; inf where no face was found, nan where not scored
     face_errors_interpupil: np.ndarray  # (N,)
     per_landmark: np.ndarray  # (P,)
+    per_region: dict[str, float] = field(default_factory=dict)  # the scheme's regions (contour, eyes, ...)
     attribute_accuracy: dict[str, float] = field(default_factory=dict)
     failure_threshold: float = DEFAULT_FAILURE_THRESHOLD
     unscorable: tuple[str, ...] = ()  # annotation lines of faces with a zero normalising distance
@@ -92,6 +94,7 @@ class EvaluationReport:
             "failure_threshold": self.failure_threshold,
             "auc_at_threshold": auc(self.face_errors[scored], self.failure_threshold) if scored.any() else None,
             "per_landmark": {name: float(v) for name, v in zip(self.point_names, self.per_landmark)},
+            "per_region": dict(self.per_region),
             "attribute_accuracy": self.attribute_accuracy,
         }
         return finite_or_none(summary)
@@ -204,12 +207,14 @@ def evaluate(
     face_err_ip = face_err.copy()
     keep_idx = np.asarray(keep, dtype=int)
     per_landmark = np.full(scheme.num_points, np.nan)
+    per_region: dict[str, float] = {}
     if len(keep_idx):
         errs = point_errors(landmarks, targets[keep_idx], interocular[keep_idx])  # (K, P)
         face_err[keep_idx] = per_face_error(errs, visible[keep_idx])
         face_err_ip[keep_idx] = normalised_face_errors(landmarks, targets[keep_idx], interpupil[keep_idx],
                                                        visible[keep_idx])
         per_landmark = per_landmark_error(errs, visible[keep_idx])
+        per_region = per_region_error(errs, scheme.regions, visible[keep_idx])
     accuracy: dict[str, float] = {}
     for j, task in enumerate(model.task_names):
         labelled = [k for k, i in enumerate(keep) if task in faces[i].attributes]
@@ -226,6 +231,7 @@ def evaluate(
             accuracy["pose_class"] = float(np.mean(truth.argmax(1) == guess.argmax(1)))
     return EvaluationReport(
         n=n, detected=len(keep), box=box, point_names=scheme.point_names, face_errors=face_err,
-        face_errors_interpupil=face_err_ip, per_landmark=per_landmark, attribute_accuracy=accuracy,
+        face_errors_interpupil=face_err_ip, per_landmark=per_landmark, per_region=per_region,
+        attribute_accuracy=accuracy,
         failure_threshold=failure_threshold, unscorable=unscorable,
     )
