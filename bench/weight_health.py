@@ -7,6 +7,9 @@ channels and units removed is built and checked to give the same outputs (it is 
 and its parameter and multiply-add counts are reported: what pruning the dead parts would save.
 
     python bench/weight_health.py --model mtfl-5pt --config configs/mtfl-5pt.yaml --out bench/results/weight_health.json
+
+``--time`` also exports both networks to ONNX and times them with onnxruntime, one thread, one crop per
+call, over the validation crops (best of 3 passes).
 """
 
 from __future__ import annotations
@@ -72,12 +75,35 @@ def pruned(network: TCDCN, alive: dict[str, np.ndarray]) -> TCDCN:
     return small.eval()
 
 
+def onnx_latency(network: TCDCN, model: LandmarkModel, crops: np.ndarray, passes: int = 3) -> float:
+    """Mean ms per crop of ``network`` exported to ONNX, one thread, one crop per call, best of ``passes``."""
+    import tempfile
+    import time
+
+    from tcdcn.inference.backends.onnx import OnnxLandmarkModel
+    from tcdcn.inference.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        path = export_onnx(network, Path(tmpdir) / "net.onnx", scheme=model.scheme.name, task_names=model.task_names)
+        runner = OnnxLandmarkModel(path, threads=1)
+    for crop in crops[:16]:  # warm-up
+        runner.run_network(crop[None])
+    best = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        for crop in crops:
+            runner.run_network(crop[None])
+        best = min(best, (time.perf_counter() - start) / len(crops))
+    return 1000.0 * best
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="mtfl-5pt")
     p.add_argument("--config", default="configs/mtfl-5pt.yaml", help="the model's training config (its "
                    "validation split supplies the faces)")
     p.add_argument("--out", default="", help="JSON report (printed in any case)")
+    p.add_argument("--time", action="store_true", help="also time both networks in onnxruntime (1 thread)")
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
     network = model.network
@@ -108,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                    "multiply_adds_full": count_multiply_adds(network),
                    "max_landmark_difference": float((full_out - small_out).abs().max())},
     }
+    if args.time:
+        report["ms_per_crop_onnxruntime_1_thread"] = {
+            "full": onnx_latency(network, model, crops.numpy()), "pruned": onnx_latency(small, model, crops.numpy())}
     text = json.dumps(report, indent=1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
