@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from small_training import NO_AUGMENTATION, small_config
 
-from tcdcn.config import Config, config_from_dict
+from tcdcn.config import Config
 from tcdcn.data.annotation import FaceAnnotation
 from tcdcn.data.formats import read_pts_folder
 from tcdcn.errors import CheckpointError
@@ -23,21 +24,6 @@ from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.models.checkpoint import atomic_save, read_checkpoint
 from tcdcn.training.schedule import learning_rate_at
 from tcdcn.training.trainer import Trainer
-
-NARROW_MODEL = {"channels": [8, 16, 16, 16], "feature_dim": 64}
-NO_AUGMENTATION = {"mirror": False, "rotation_deg": 0.0, "scale": 0.0, "shift": 0.0, "brightness": 0.0,
-                   "contrast": 0.0}
-
-
-def _config(**sections: dict[str, Any]) -> Config:
-    values: dict[str, Any] = {
-        "model": dict(NARROW_MODEL),
-        "train": {"threads": 1, "batch_size": 8, "epochs": 1, "warmup_epochs": 0},
-    }
-    for name, overrides in sections.items():
-        values[name] = {**values.get(name, {}), **overrides}
-    return config_from_dict(values)
-
 
 # ---- learning ----------------------------------------------------------------------------------------
 # Overfitting 32 faces: the run must leave the mean-shape plateau (about 10% NME on these faces) and fit
@@ -59,7 +45,7 @@ def _mean_shape_nme(trainer: Trainer) -> float:
 
 def test_tiny_run_overfits_real_faces(mtfl_train_faces: list[FaceAnnotation], tmp_path: Path) -> None:
     faces = mtfl_train_faces[:OVERFIT_FACES]
-    cfg = _config(
+    cfg = small_config(
         augment=NO_AUGMENTATION,
         objective={"landmark_weight": 100.0},
         multitask={"coefficients": "fixed", "covariance_interval": 20},
@@ -159,7 +145,7 @@ def test_resume_continues_exactly(mtfl_train_faces: list[FaceAnnotation], tmp_pa
                                   every_steps: int, crash_step: int, resume_step: int) -> None:
     # Augmentation on, so resume must restore the random stream; covariance updated every step and
     # dynamic coefficients with tau 1, so both change and must be restored.
-    cfg = _config(
+    cfg = small_config(
         multitask={"coefficients": "dynamic", "tau": 1, "covariance_interval": 1, "evaluations_per_epoch": evaluations},
         train={"epochs": 3, "batch_size": 8, "seed": 3, "learning_rate": 3e-3, "warmup_epochs": 1,
                "checkpoint_every_steps": every_steps},
@@ -200,7 +186,7 @@ def five_point_run(mtfl_train_faces: list[FaceAnnotation], tmp_path_factory: pyt
     """One short 5-point training run; its folder holds last.pt (checkpoint) and best.pt (weights)."""
     out = tmp_path_factory.mktemp("five_point_run")
     faces = mtfl_train_faces[:8]
-    Trainer(_config(train={"epochs": 1, "batch_size": 8}), out, faces=(faces, faces)).fit()
+    Trainer(small_config(train={"epochs": 1, "batch_size": 8}), out, faces=(faces, faces)).fit()
     return out
 
 
@@ -212,7 +198,7 @@ def test_truncated_checkpoint_is_refused(five_point_run: Path, tmp_path: Path,
     with pytest.raises(CheckpointError, match=r"truncated\.pt: not a readable checkpoint"):
         read_checkpoint(truncated)
     faces = mtfl_train_faces[:8]
-    trainer = Trainer(_config(), tmp_path / "run", faces=(faces, faces))
+    trainer = Trainer(small_config(), tmp_path / "run", faces=(faces, faces))
     with pytest.raises(CheckpointError, match="truncated.pt"):
         trainer.resume(truncated)
     with pytest.raises(CheckpointError, match="truncated.pt"):
@@ -231,7 +217,7 @@ def test_missing_and_foreign_files_are_refused(tmp_path: Path) -> None:
 def test_weights_file_cannot_be_resumed(five_point_run: Path, tmp_path: Path,
                                         mtfl_train_faces: list[FaceAnnotation]) -> None:
     faces = mtfl_train_faces[:8]
-    trainer = Trainer(_config(), tmp_path / "run", faces=(faces, faces))
+    trainer = Trainer(small_config(), tmp_path / "run", faces=(faces, faces))
     with pytest.raises(CheckpointError, match="no optimiser state"):
         trainer.resume(five_point_run / "best.pt")
     # ... but it loads for inference.
@@ -244,11 +230,11 @@ def sixty_eight_point_faces(w300_afw_dir: Path) -> list[FaceAnnotation]:
 
 
 def _sixty_eight_point_trainer(faces: list[FaceAnnotation], out: Path) -> Trainer:
-    cfg = _config(data={"scheme": "ibug-68", "tasks": []}, model={"num_points": 68})
+    cfg = small_config(data={"scheme": "ibug-68", "tasks": []}, model={"num_points": 68})
     return Trainer(cfg, out, faces=(faces, faces))
 
 
-def test_five_point_checkpoint_is_refused_by_a_68_point_config(
+def test_five_point_checkpoint_is_refused_by_a_68_pointsmall_config(
         five_point_run: Path, tmp_path: Path, sixty_eight_point_faces: list[FaceAnnotation]) -> None:
     trainer = _sixty_eight_point_trainer(sixty_eight_point_faces, tmp_path / "run")
     untouched = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -293,15 +279,15 @@ def test_refused_checkpoint_leaves_the_model_untouched(
 
 
 # ---- stochastic weight averaging ------------------------------------------------------------------------
-def _averaging_config(start: int) -> Config:
-    return _config(train={"epochs": 3, "batch_size": 8, "seed": 5, "learning_rate": 3e-3,
+def _averagingsmall_config(start: int) -> Config:
+    return small_config(train={"epochs": 3, "batch_size": 8, "seed": 5, "learning_rate": 3e-3,
                           "min_learning_rate": 3e-3, "weight_averaging_from": start})
 
 
 def test_averaged_weights_are_the_mean_of_the_epoch_end_weights(mtfl_train_faces: list[FaceAnnotation],
                                                                  tmp_path: Path) -> None:
     faces = (mtfl_train_faces[400:416], mtfl_train_faces[500:508])  # 2 steps per epoch
-    trainer = Trainer(_averaging_config(start=2), tmp_path, faces=faces)
+    trainer = Trainer(_averagingsmall_config(start=2), tmp_path, faces=faces)
     epoch_ends: list[dict[str, torch.Tensor]] = []
     # With one evaluation per epoch the callback runs after the epoch's last step: the epoch-end weights.
     trainer.on_epoch = lambda record: epoch_ends.append(copy.deepcopy(trainer.model.state_dict()))
@@ -322,7 +308,7 @@ def test_averaged_weights_are_the_mean_of_the_epoch_end_weights(mtfl_train_faces
 
 
 def test_averaged_weights_survive_a_resume(mtfl_train_faces: list[FaceAnnotation], tmp_path: Path) -> None:
-    cfg = _averaging_config(start=1)
+    cfg = _averagingsmall_config(start=1)
     faces = (mtfl_train_faces[400:416], mtfl_train_faces[500:508])
     Trainer(cfg, tmp_path / "reference", faces=faces).fit()
 
@@ -343,6 +329,6 @@ def test_averaged_weights_survive_a_resume(mtfl_train_faces: list[FaceAnnotation
 
     # A checkpoint written without averaging cannot silently start an average mid-way.
     plain = tmp_path / "plain"
-    Trainer(_config(train={"epochs": 1, "batch_size": 8, "seed": 5}), plain, faces=faces).fit()
+    Trainer(small_config(train={"epochs": 1, "batch_size": 8, "seed": 5}), plain, faces=faces).fit()
     with pytest.raises(CheckpointError, match="no averaged weights"):
         Trainer(cfg, tmp_path / "again", faces=faces).resume(plain / "last.pt")

@@ -82,6 +82,9 @@ class MultitaskConfig:
     evaluations_per_epoch: int = 1
     early_stop_strip: int = 5  # k of the ECCV criterion
     early_stop_threshold: float = 5.0  # epsilon of the ECCV criterion
+    # Training faces the ECCV criterion's training error is measured on, un-augmented, at every evaluation
+    # point (a fixed, evenly spaced subset of the training split; all of it when smaller).
+    early_stop_train_faces: int = 256
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,7 @@ RANGES: dict[str, Range] = {
     "multitask.evaluations_per_epoch": AT_LEAST_ONE,
     "multitask.early_stop_strip": AT_LEAST_ONE,
     "multitask.early_stop_threshold": NON_NEGATIVE,
+    "multitask.early_stop_train_faces": AT_LEAST_ONE,
     "train.epochs": AT_LEAST_ONE,
     "train.batch_size": AT_LEAST_ONE,
     "train.learning_rate": POSITIVE,

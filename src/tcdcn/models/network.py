@@ -92,6 +92,10 @@ class TCDCN(nn.Module):
         """W = [W_M, W_T] in R^{D x (M+T)}: one column per landmark coordinate and per task."""
         return torch.cat([self.landmark_head.weight, self.attribute_head.weight], dim=0).t()  # (D, M+T)
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The layers every task reads (conv filters and the fully connected layer, weights and biases)."""
+        return [*self.features.parameters(), *self.fc.parameters()]
+
     def filters(self) -> list[torch.Tensor]:
         """The filters K (conv and fully connected weights) that tr(K K^T) decays."""
         return [m.weight for m in self.modules() if isinstance(m, nn.Conv2d)] + [self.fc.weight]

@@ -87,3 +87,38 @@ def tcdcn_objective(
     terms["task_losses"] = task_ce.detach()
     terms["pred_landmarks"] = landmarks.detach()
     return terms
+
+
+def weighted_terms(terms: dict[str, torch.Tensor], cfg: ObjectiveConfig) -> dict[str, torch.Tensor]:
+    """Each term of ``tcdcn_objective``'s result as it enters ``total`` (times its weight), by name."""
+    weighted = {
+        "landmarks": cfg.landmark_weight * terms["landmarks"],
+        "attributes": terms["attributes"],  # lambda_t already applied
+        "filters": cfg.filter_decay * terms["filters"],
+    }
+    if "covariance" in terms:
+        weighted["covariance"] = cfg.covariance_weight * terms["covariance"]
+    return weighted
+
+
+def term_gradient_norms(
+    terms: dict[str, torch.Tensor],
+    cfg: ObjectiveConfig,
+    parameter_groups: dict[str, list[torch.nn.Parameter]],
+) -> dict[str, dict[str, float]]:
+    """L2 norm of each weighted term's gradient on each parameter group: {group: {term: norm}}.
+
+    One backward per term through ``torch.autograd.grad``, so the parameters' ``.grad`` and the optimiser
+    are untouched; ``terms`` must come from a forward pass with autograd on. A term that does not reach a
+    group (the covariance prior on the conv layers, the filter decay on the heads) has norm 0.
+    """
+    norms: dict[str, dict[str, float]] = {group: {} for group in parameter_groups}
+    for name, term in weighted_terms(terms, cfg).items():
+        for group, params in parameter_groups.items():
+            if not term.requires_grad:
+                norms[group][name] = 0.0
+                continue
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            squared = sum(float(g.detach().double().pow(2).sum()) for g in grads if g is not None)
+            norms[group][name] = squared ** 0.5
+    return norms

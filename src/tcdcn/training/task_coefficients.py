@@ -7,6 +7,16 @@
   and training trends over a strip of ``tau`` evaluations;
 - ``FixedCoefficients``: every lambda_t stays ``initial_coefficient``;
 - ``TaskwiseEarlyStopping``: the ECCV 2014 criterion; a halted task keeps coefficient 0 for good.
+
+The training losses each rule reads (``CoefficientRule.train_loss_source``):
+
+- the dynamic and fixed rules read the mean of the training batches since the previous evaluation point
+  (augmented, as SGD saw them);
+- early stopping reads, as the ECCV 2014 paper defines its training error, the loss of the current model on
+  un-augmented training faces (``multitask.early_stop_train_faces`` of them, the same faces at every
+  evaluation point). Until this was changed it read the augmented running mean, which on augmented data
+  stays above the validation loss: the generalisation-gap factor of the criterion was then negative or near
+  zero and the baseline halted a task at the last step or never.
 """
 
 from __future__ import annotations
@@ -51,9 +61,17 @@ def early_stopping_criterion(
     return float(trend_factor * gap_factor)
 
 
+#: ``CoefficientRule.train_loss_source`` values: the mean over the augmented training batches since the
+#: previous evaluation point, or the loss on a fixed subset of un-augmented training faces.
+AUGMENTED_BATCH_MEAN = "augmented_batch_mean"
+UNAUGMENTED_TRAIN_FACES = "unaugmented_train_faces"
+
+
 class CoefficientRule:
     """How lambda changes at an evaluation point. ``halted`` marks the tasks stopped for good (only early
-    stopping halts any)."""
+    stopping halts any); ``train_loss_source`` says which training losses the trainer hands to it."""
+
+    train_loss_source: str = AUGMENTED_BATCH_MEAN
 
     def __init__(self, config: MultitaskConfig, num_tasks: int) -> None:
         self.config = config
@@ -86,7 +104,10 @@ class DynamicCoefficients(CoefficientRule):
 
 class TaskwiseEarlyStopping(CoefficientRule):
     """``multitask.coefficients: early_stopping``: the ECCV 2014 criterion over a strip of
-    ``early_stop_strip`` evaluations; a task whose score passes ``early_stop_threshold`` halts for good."""
+    ``early_stop_strip`` evaluations; a task whose score passes ``early_stop_threshold`` halts for good.
+    Its training errors are losses on un-augmented training faces, as the criterion defines them."""
+
+    train_loss_source = UNAUGMENTED_TRAIN_FACES
 
     def next_values(self, values: np.ndarray, train_history: list[np.ndarray],
                     val_history: list[np.ndarray]) -> np.ndarray:
@@ -107,6 +128,22 @@ RULES: dict[str, type[CoefficientRule]] = {
 }
 
 
+def coefficient_bound_counts(value_history: list[np.ndarray], eps: float, ceiling: float) -> list[dict[str, int]]:
+    """Per task, how many coefficient updates left lambda at eps, at ``ceiling`` and at 0 (halted).
+
+    ``value_history``: the (T,) coefficients after each update. Shows whether the rule acted: a task that
+    sits at eps from early on is switched off, one that never leaves the ceiling was never turned down.
+    """
+    if not value_history:
+        return []
+    values = np.stack(value_history)  # (J, T)
+    return [{"updates": int(values.shape[0]),
+             "at_eps": int(np.isclose(column, eps, rtol=0, atol=1e-12).sum()),
+             "at_ceiling": int(np.isclose(column, ceiling, rtol=0, atol=1e-12).sum()),
+             "at_zero": int((column == 0).sum())}
+            for column in values.T]
+
+
 class TaskCoefficients:
     """lambda_t for each attribute task, with the loss history the updates read."""
 
@@ -118,6 +155,20 @@ class TaskCoefficients:
         self.train_history: list[np.ndarray] = []
         self.val_history: list[np.ndarray] = []
         self.value_history: list[np.ndarray] = []
+
+    @property
+    def train_loss_source(self) -> str:
+        """Which training losses ``update`` expects (``AUGMENTED_BATCH_MEAN`` or ``UNAUGMENTED_TRAIN_FACES``)."""
+        return self.rule.train_loss_source
+
+    @property
+    def ceiling(self) -> float:
+        """The largest value lambda takes: 1 under Eq. 13's clip, ``initial_coefficient`` under the other rules."""
+        return 1.0 if self.config.coefficients == "dynamic" else self.config.initial_coefficient
+
+    def bound_counts(self) -> list[dict[str, int]]:
+        """``coefficient_bound_counts`` of this run's updates, one entry per task."""
+        return coefficient_bound_counts(self.value_history, self.config.eps, self.ceiling)
 
     @property
     def halted(self) -> np.ndarray:
@@ -133,6 +184,7 @@ class TaskCoefficients:
         return self.values
 
     def tensor(self) -> torch.Tensor:
+        """The coefficients as the float32 tensor the objective multiplies the task losses by."""
         return torch.as_tensor(self.values, dtype=torch.float32)
 
     def state_dict(self) -> dict:

@@ -3,7 +3,14 @@
 Each SGD step updates filters K and head W on Eq. 9 with Upsilon and lambda fixed (step 1); every
 ``covariance_interval`` steps Upsilon is recomputed in closed form (step 2, Eq. 12); at every evaluation
 point (``evaluations_per_epoch`` per epoch) the per-task training and validation losses update the task
-coefficients (step 3, Eq. 13-14) or the ECCV early-stopping state.
+coefficients (step 3, Eq. 13-14) or the ECCV early-stopping state. The training losses are the mean over
+the augmented batches since the previous evaluation point, except for early stopping, whose criterion is
+defined on un-augmented training faces (``multitask.early_stop_train_faces`` of them, scored afresh).
+
+Each evaluation point also records, in ``history.jsonl``, the L2 norm of each weighted term's gradient
+(landmarks, attributes, covariance, filters) on the shared layers (conv + fc) and on the landmark head,
+measured on the last training batch with one backward per term and no optimiser step (under torchrun, on
+rank 0's slice of it), so whether a term can act on the representation is read off the run itself.
 
 Faults: ``last.pt`` (written atomically at every epoch end and every ``checkpoint_every_steps``) holds
 everything the loop reads -- parameters, optimiser, Upsilon, lambda with its loss history, the epoch's
@@ -45,9 +52,9 @@ from ..models.checkpoint import atomic_save, read_checkpoint, weights_payload
 from ..models.denormals import enable_flush_to_zero, flush_state_dict
 from ..schemes import get_scheme
 from .distributed import DataParallelView, DistributedContext, init_from_environment, parameter_fingerprint
-from .objective import tcdcn_objective
+from .objective import tcdcn_objective, term_gradient_norms
 from .schedule import learning_rate_at
-from .task_coefficients import TaskCoefficients
+from .task_coefficients import UNAUGMENTED_TRAIN_FACES, TaskCoefficients
 from .task_covariance import TaskCovariance
 from .transfer import initial_network
 from .validation import EvalResult, score_on
@@ -134,6 +141,14 @@ class Trainer:
             self.optimizer = torch.optim.SGD(params, lr=cfg.train.learning_rate, momentum=0.9, nesterov=True)
         self.covariance = TaskCovariance(2 * self.model.num_points + len(self.tasks), cfg.objective.covariance_ridge)
         self.coefficients = TaskCoefficients(cfg.multitask, len(self.tasks))
+        # The un-augmented training faces the early-stopping criterion's training error is measured on;
+        # evenly spaced over the split so the subset does not depend on any random state.
+        self.coefficient_train_set: FaceDataset | None = None
+        if self.coefficients.train_loss_source == UNAUGMENTED_TRAIN_FACES:
+            count = min(cfg.multitask.early_stop_train_faces, len(train_faces))
+            chosen = np.unique(np.linspace(0, len(train_faces) - 1, count).round().astype(int))
+            self.coefficient_train_set = FaceDataset([train_faces[i] for i in chosen], self.tasks, size, "gt")
+            self.coefficient_train_set.preload()
         # Uniform running average of the epoch-end weights (train.weight_averaging_from); no batch-norm
         # layers, so the averaged weights need no statistics pass.
         self.averaged: AveragedModel | None = None
@@ -148,6 +163,8 @@ class Trainer:
         self.period_count = 0
         self.best_val_nme = math.inf
         self.history: list[dict[str, Any]] = []
+        # The batch of the latest SGD step: what the gradient norms at an evaluation point are measured on.
+        self.last_batch: dict[str, torch.Tensor] | None = None
         self.last_good_checkpoint: tuple[Path, int] | None = None  # (file, step) a fault falls back to
 
     @property
@@ -211,6 +228,7 @@ class Trainer:
         if not np.isfinite(batch_losses[-1]):
             raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, step {self.step}; "
                                      f"{self._fallback()} (lower train.learning_rate?)")
+        self.last_batch = batch
         self.optimizer.zero_grad(set_to_none=True)
         (total * (share * self.dist.world_size) if self.dist.is_distributed else total).backward()
         self.optimizer.step()
@@ -227,10 +245,31 @@ class Trainer:
         if self.cfg.objective.use_covariance:
             self.covariance.update(self.model.head_weight().detach().cpu())
 
-    def update_coefficients(self, val: EvalResult) -> np.ndarray:
-        """Step 3: Eq. 13-14 (or early stopping) from this period's training and validation task losses."""
-        train_task = self.period_sums[1:] / max(1, self.period_count)
+    def coefficient_train_losses(self) -> np.ndarray:
+        """(T,) the training losses the coefficient rule reads: the mean over this period's augmented batches,
+        or, for early stopping, the current model's losses on the un-augmented training subset."""
+        if self.coefficient_train_set is not None:
+            return self.evaluate(self.coefficient_train_set).task_losses
+        return self.period_sums[1:] / max(1, self.period_count)
+
+    def update_coefficients(self, val: EvalResult, train_task: np.ndarray | None = None) -> np.ndarray:
+        """Step 3: Eq. 13-14 (or early stopping) from training and validation task losses; ``train_task``
+        defaults to ``coefficient_train_losses()``."""
+        if train_task is None:
+            train_task = self.coefficient_train_losses()
         return self.coefficients.update(train_task, val.task_losses)
+
+    def gradient_norms(self, batch: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+        """{"shared" | "landmark_head": {term: L2 norm of the weighted term's gradient}} on ``batch``, with the
+        current Upsilon and lambda; parameters, ``.grad`` and the optimiser are left as they are."""
+        cfg = self.cfg
+        self.model.train()
+        cov_inv = self.covariance.inverse().float().to(self.device) if cfg.objective.use_covariance else None
+        terms = tcdcn_objective(self.model, batch, self.coefficients.tensor().to(self.device), cov_inv,
+                                cfg.objective)
+        groups = {"shared": self.model.shared_parameters(),
+                  "landmark_head": list(self.model.landmark_head.parameters())}
+        return term_gradient_norms(terms, cfg.objective, groups)
 
     # ---- evaluation ---------------------------------------------------------------------------
     @property
@@ -282,6 +321,8 @@ class Trainer:
             "averaged_val_nme": self.history[-1].get("averaged_val_nme") if self.history else None,
             "epochs": self.epoch,
             "seconds_this_run": time.time() - started,
+            # Per task: coefficient updates that left lambda at eps, at its ceiling, at 0 (halted).
+            "task_coefficient_counts": dict(zip(self.task_names, self.coefficients.bound_counts())),
         }
         self.dist.barrier()
         self.dist.shutdown()
@@ -296,9 +337,12 @@ class Trainer:
         self.dist.assert_same("parameters", parameter_fingerprint(self.model), PARAMETER_AGREEMENT_TOLERANCE)
 
     def _evaluation_point(self, last_terms: dict[str, float], seconds: float) -> None:
+        # Measured before step 3, with the lambda the period's SGD steps descended on.
+        norms = self.gradient_norms(self.last_batch) if self.last_batch is not None else None
         val = self.evaluate(self.val_set)
         train_task = self.period_sums / max(1, self.period_count)
-        coefficients = self.update_coefficients(val)
+        coefficient_train = self.coefficient_train_losses()
+        coefficients = self.update_coefficients(val, coefficient_train)
         self.check_ranks_agree()
         record = {
             "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
@@ -309,6 +353,10 @@ class Trainer:
             "val_task_losses": dict(zip(self.task_names, val.task_losses.tolist())),
             "val_nme": val.nme,
             "task_coefficients": dict(zip(self.task_names, coefficients.tolist())),
+            # The training losses step 3 read, and where from (task_coefficients.CoefficientRule).
+            "coefficient_train_task_losses": dict(zip(self.task_names, np.asarray(coefficient_train).tolist())),
+            "coefficient_train_loss_source": self.coefficients.train_loss_source,
+            "gradient_norms": norms,
             "lr": last_terms.get("lr"),
             "seconds": seconds,
         }
