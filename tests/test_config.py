@@ -15,7 +15,7 @@ from tcdcn.config import (
     load_config,
     save_config,
 )
-from tcdcn.errors import ConfigError
+from tcdcn.errors import AnnotationError, ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CONFIG = REPO_ROOT / "configs" / "mtfl-5pt.yaml"
@@ -175,3 +175,27 @@ def test_config_is_frozen() -> None:
     cfg = TrainConfig()
     with pytest.raises(AttributeError):
         cfg.epochs = 3  # type: ignore[misc]
+
+
+def test_exclude_list_keeps_a_held_out_split_out_of_training_and_validation(tmp_path: Path) -> None:
+    """data.exclude (configs/splits/helen-test.txt): the listed faces are in neither split; a list naming
+    a face the data does not hold is refused by name."""
+    from tcdcn.data.dataset import split_faces
+    from tcdcn.data.formats import read_annotations
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "300w"
+    if not data.is_dir():
+        pytest.skip(f"shared data not found at {data}")
+    split = Path(__file__).resolve().parents[1] / "configs" / "splits" / "helen-test.txt"
+    faces = read_annotations(data)
+    cfg = config_from_dict({"data": {"train": str(data), "scheme": "ibug-68", "tasks": [], "exclude": str(split)}})
+    train, val = split_faces(faces, cfg.data)
+    held_out = {line for line in split.read_text().splitlines() if line and not line.startswith("#")}
+    assert len(train) + len(val) == len(faces) - len(held_out) == len(faces) - 200
+    used = {Path(f.image_path).relative_to(data).as_posix() for f in train + val}
+    assert not used & held_out
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("# a face that is not there\nhelen/trainset/no_such_face.jpg\n")
+    bad = config_from_dict({"data": {"train": str(data), "scheme": "ibug-68", "tasks": [], "exclude": str(wrong)}})
+    with pytest.raises(AnnotationError, match=r"wrong\.txt: 1 listed path\(s\) are not faces"):
+        split_faces(faces, bad.data)

@@ -26,6 +26,10 @@ class DataConfig:
     scheme: str = "mtfl-5"
     validation_fraction: float = 0.1
     split_seed: int = 0
+    # A list of image paths (relative to the folder of `train`, or to `train` itself when it is a folder;
+    # '#' starts a comment) kept out of training and validation: a held-out test split, e.g.
+    # configs/splits/helen-test.txt. Empty: none.
+    exclude: str = ""
     # Attribute tasks trained beside the landmarks; empty = landmarks only ("FLD only").
     tasks: tuple[str, ...] = (
         "male", "smiling", "glasses",

@@ -7,13 +7,14 @@ costs only the crops; no worker processes are needed on small machines.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
 
 from ..attributes import AttributeTask, flip_permutation
 from ..config import AugmentConfig, DataConfig
-from ..errors import ImageError
+from ..errors import AnnotationError, ImageError
 from ..geometry import Box, box_from_landmarks
 from ..io.images import load_image, to_grey
 from .annotation import FaceAnnotation
@@ -125,6 +126,45 @@ def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[np.nda
 
 
 def split_faces(faces: Sequence[FaceAnnotation], data: DataConfig) -> tuple[list[FaceAnnotation], list[FaceAnnotation]]:
-    """(training, validation) faces as ``data.validation_fraction`` and ``data.split_seed`` carve them."""
+    """(training, validation) faces as ``data.validation_fraction`` and ``data.split_seed`` carve them,
+    after the faces ``data.exclude`` lists are taken out."""
+    if data.exclude:
+        faces = excluding_listed(faces, data.exclude, data.train)
     train_idx, val_idx = split_indices(len(faces), data.validation_fraction, data.split_seed)
     return [faces[i] for i in train_idx], [faces[i] for i in val_idx]
+
+
+def read_path_list(list_file: str | Path) -> set[str]:
+    """The paths a split list names (one per line, '#' comments), as POSIX strings."""
+    path = Path(list_file)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise AnnotationError(path, f"cannot read the path list ({exc.strerror or exc})") from None
+    return {PurePath(line.strip()).as_posix() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+
+
+def excluding_listed(faces: Sequence[FaceAnnotation], list_file: str | Path,
+                     data_root: str | Path) -> list[FaceAnnotation]:
+    """``faces`` without those whose image path, relative to ``data_root`` (a folder, or a list file's
+    folder), is in ``list_file``. Every listed path must be among the faces: a list that names faces
+    the data does not hold is the wrong list."""
+    listed = read_path_list(list_file)
+    root = Path(data_root)
+    root = root if root.is_dir() else root.parent
+    kept, found = [], set()
+    for face in faces:
+        try:
+            relative = Path(face.image_path).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            relative = Path(face.image_path).as_posix()
+        if relative in listed:
+            found.add(relative)
+        else:
+            kept.append(face)
+    missing = sorted(listed - found)
+    if missing:
+        raise AnnotationError(list_file, f"{len(missing)} listed path(s) are not faces of {data_root} "
+                                         f"(first: {missing[0]})")
+    return kept
+
