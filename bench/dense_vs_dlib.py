@@ -3,7 +3,7 @@
 the CED, from the package's pure metric functions for both.
 
     python bench/dense_vs_dlib.py --model 300w-68pt --split configs/splits/helen-test.txt \
-        --out bench/results/dense_vs_dlib.json
+        --out bench/results/dense_vs_dlib.json [--flip --multi-crop --box-refinements 1]
 
 ``--split`` lists the faces (image paths relative to ``--data``); the default is the held-out Helen test
 split, on which a model must not have been trained or chosen. Boxes: the ground-truth convention box
@@ -22,10 +22,12 @@ import numpy as np
 from host import host_facts
 from speed import dlib_rectangle, load_dlib
 
+from tcdcn.cli.arguments import add_test_time_arguments, apply_test_time_arguments
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluation.metrics import auc, ced, failure_rate, normalised_face_errors, per_region_error, point_errors
 from tcdcn.geometry import box_from_landmarks
 from tcdcn.inference.loading import load_landmark_model
+from tcdcn.inference.test_time import test_time_summary
 from tcdcn.io.images import load_image, to_grey
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "300w"
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--split", type=Path, default=SPLIT)
     p.add_argument("--out", type=Path, default=None)
+    add_test_time_arguments(p)
     args = p.parse_args(argv)
     wanted = read_split(args.split)
     faces = [f for f in read_annotations(args.data)
@@ -76,11 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.split}: {len(wanted)} faces listed, {len(faces)} found under {args.data}", file=sys.stderr)
         return 2
     model = load_landmark_model(args.model)
+    apply_test_time_arguments(model, args)
     greys = [to_grey(load_image(f.image_path)) for f in faces]
     boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
     pred = model.predict(greys, boxes).landmarks
     result = {"faces": len(faces), "split": str(args.split), "box": "gt", "host": host_facts(),
-              "tcdcn": {"model": args.model, **scores(pred, faces)}}
+              "tcdcn": {"model": args.model, **test_time_summary(model), **scores(pred, faces)}}
     dlib_parts = load_dlib()
     if dlib_parts is not None:
         result["dlib"] = {"model": Path(dlib_parts[1]).name, **scores(dlib_landmarks(faces, dlib_parts), faces)}
