@@ -29,6 +29,7 @@ from tcdcn.config import load_config
 from tcdcn.data.dataset import FaceDataset, split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.models.denormals import zero_fraction
 from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters, standardise
 
 
@@ -123,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         full_out = network(crops)[0]
         small_out = small(crops)[0]
-    total = count_parameters(network)
-    zeros = sum(int((p == 0).sum()) for p in network.parameters())
+    zeros, total = zero_fraction(network.state_dict())
     report = {
         "model": args.model, "validation_faces": len(val_faces), "host": host_facts(),
         "parameters": total, "zero_parameters": zeros, "zero_fraction": zeros / total,
