@@ -42,6 +42,7 @@ from tcdcn.io.atomic import atomic_write_text
 from tcdcn.models.checkpoint import atomic_save, read_checkpoint
 from tcdcn.models.denormals import flush_state_dict, onnx_denormal_count, zero_fraction
 from tcdcn.models.registry import (
+    AUTO_BACKENDS,
     BOX_CONVENTION,
     CARD_FORMAT,
     CARD_FORMAT_VERSION,
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8-calibration", metavar="ANNOTATIONS", default="",
                    help="also ship NAME.int8.onnx, calibrated on these TRAINING faces (the model's own training "
                         "list; e.g. ../shared/data/mtfl/training.txt)")
+    p.add_argument("--auto-backend", choices=AUTO_BACKENDS, default=None,
+                   help="the graph backend 'auto' runs the model on (int8 only where the int8 graph scored as the "
+                        "float one on the validation split: python bench/validation.py --backend int8); default: "
+                        "the previous card's for the same weights, else onnx")
     p.add_argument("--to", metavar="FILE", default="",
                    help="write the slim (calibrated) checkpoint to FILE instead of shipping it: for comparing "
                         "candidates before one is shipped")
@@ -106,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         crops = calibration_crops(args.int8_calibration, DEFAULT_CALIBRATION_FACES, model.input_size)
         int8_file = quantize_int8(onnx_file, WEIGHTS_DIR / f"{args.name}.int8.onnx", crops)
         print(f"{int8_file}: int8_onnx_sha256={sha256_of(int8_file)} ({len(crops)} calibration faces)")
-    card = write_card(args.name, slim, pt_file, onnx_file, int8_file, args.mirror_calibration)
+    card = write_card(args.name, slim, pt_file, onnx_file, int8_file, args.mirror_calibration, args.auto_backend)
     print(f"{card}: model card written")
     return 0
 
 
 def write_card(name: str, slim: dict[str, Any], pt_file: Path, onnx_file: Path, int8_file: Path | None,
-               mirror_calibration: str) -> Path:
+               mirror_calibration: str, auto_backend: str | None = None) -> Path:
     """Write or update ``NAME.json`` beside the shipped files (see the module notes); returns its path."""
     path = WEIGHTS_DIR / f"{name}.json"
     previous: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -135,6 +140,10 @@ def write_card(name: str, slim: dict[str, Any], pt_file: Path, onnx_file: Path, 
                        f"(scripts/ship_model.py --mirror-calibration {mirror_calibration})")
     elif same_weights:
         calibration = previous.get("calibration", "")
+    if auto_backend is None:  # an int8 graph of other weights was never checked on validation
+        auto_backend = previous.get("auto_backend", "onnx") if same_weights else "onnx"
+    if auto_backend == "int8" and "int8_onnx" not in files:
+        raise SystemExit(f"{path}: --auto-backend int8 needs an int8 graph (--int8-calibration)")
     figures = previous.get("figures", []) if same_weights else []
     if previous.get("figures") and not same_weights:
         print(f"{path}: the {len(previous['figures'])} figures of the previous weights are dropped; measure the new "
@@ -150,6 +159,7 @@ def write_card(name: str, slim: dict[str, Any], pt_file: Path, onnx_file: Path, 
         "box_convention": BOX_CONVENTION,
         "training_data": previous.get("training_data", f"{cfg.data.train} (config stored in {name}.pt)"),
         "calibration": calibration,
+        "auto_backend": auto_backend,
         "test_time_defaults": card_test_time_defaults(name),
         "figures_inference": previous.get("figures_inference", FIGURES_INFERENCE),
         "figures": figures,

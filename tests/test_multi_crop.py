@@ -123,6 +123,24 @@ def test_one_refinement_is_a_second_pass_on_the_first_answers_box(faces) -> None
     assert np.abs(second - first).max() > 0.05  # the re-framed box really differs
 
 
+def test_refinement_passes_run_unmirrored_and_the_last_pass_mirror_averaged(faces) -> None:
+    """With mirror-averaging on, the re-framing pass is the plain crop's answer (one crop per face, no
+    mirror image), and only the last pass averages each crop with its mirror image."""
+    greys, boxes = faces
+    model = _model()
+    first = model.predict(greys, boxes).landmarks  # mirror off, box alone: the refinement pass's answer
+    reframed = [box_from_landmarks(p, model.scheme) for p in first]
+    model.multi_crop = (CropJitter(0.02, 0.02), CropJitter(-0.02, -0.02))
+    model.mirror_average = True
+    expected = model.predict(greys, reframed).landmarks
+    calls: list[int] = []
+    run_network = model.run_network
+    model.run_network = lambda crops: (calls.append(len(crops)), run_network(crops))[1]  # type: ignore[method-assign]
+    model.box_refinements = 1
+    np.testing.assert_allclose(model.predict(greys, boxes).landmarks, expected, rtol=0, atol=1e-5)
+    assert calls == [len(greys), 2 * 2 * len(greys)]  # 1 plain crop, then 2 crops and their mirror images
+
+
 def test_refinement_makes_a_trained_model_forget_the_box_error(faces) -> None:
     """The shipped model from a box 8% of its side off centre: re-framed on its own points, its answer
     moves back towards the answer from the convention's box."""

@@ -16,6 +16,7 @@ from tcdcn import LandmarkDetector
 from tcdcn.cli import main
 from tcdcn.errors import ImageError
 from tcdcn.geometry import Box
+from tcdcn.models.registry import SHIPPED
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 
@@ -226,7 +227,12 @@ def test_predict_logs_the_test_time_options_once(tmp_path: Path, caplog: pytest.
     caplog.set_level(logging.INFO, logger="tcdcn")
     assert main(["predict", str(EXAMPLE), "--out", str(tmp_path / "a"), "--no-draw", "--no-progress"]) == 0
     lines = [r.getMessage() for r in caplog.records if "test-time options" in r.getMessage()]
-    assert lines == ["test-time options: flip on, 9 crop(s) per face, 1 box refinement (the model's defaults)"]
+    card = SHIPPED["mtfl-5pt"]
+    assert lines == [f"test-time options: flip on, {len(card.multi_crop)} crop(s) per face, 1 box refinement "
+                     "(the model's defaults)"]
+    graph = card.int8_onnx_file if card.auto_backend == "int8" else card.onnx_file
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("backend:")] == [
+        f"backend: onnxruntime, {graph}"]
     caplog.clear()
     assert main(["predict", str(EXAMPLE), "--out", str(tmp_path / "b"), "--no-draw", "--no-progress",
                  "--no-flip", "--no-multi-crop", "--box-refinements", "0"]) == 0

@@ -128,7 +128,7 @@ def test_per_crop_reduction_is_the_old_default_inference(aflw, w300) -> None:
     model.box_refinements = 0
     for greys, boxes in (aflw, w300):
         crops = _per_jitter(greys, boxes, model.input_size, model.multi_crop)  # (F, J, S, S)
-        normalised, _ = model._run_crops(crops.reshape(-1, 1, model.input_size, model.input_size))
+        normalised, _ = model._run_crops(crops.reshape(-1, 1, model.input_size, model.input_size), model.mirror_average)
         size = model.input_size
         points = normalised.reshape(len(greys), len(model.multi_crop), -1, 2) * (size / 2.0) + (size - 1) / 2.0
         reference = np.stack([np.mean([apply_affine(invert_affine(crop_matrix(j.apply(b), size)), p)

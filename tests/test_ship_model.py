@@ -132,6 +132,7 @@ def test_ship_model_writes_the_model_card_and_keeps_figures_only_for_the_same_we
     assert card.sha256 == sha256_of(weights / "toy.pt") and card.onnx_sha256 == sha256_of(weights / "toy.onnx")
     assert card.int8_onnx_file == "" and card.calibration == "" and card.figures == ()
     assert card.mirror_average and card.box_refinements == 1 and card.multi_crop == STANDARD_MULTI_CROP
+    assert card.auto_backend == "onnx"  # no int8 graph: "auto" runs the float one
 
     raw = json.loads(card_file.read_text(encoding="utf-8"))
     raw["figures"] = [{"name": "val_nme", "value": 0.05, "what": "validation", "command": "tcdcn evaluate ..."}]
@@ -153,7 +154,8 @@ def test_shipped_cards_name_their_files_and_a_command_for_every_figure() -> None
         assert card.figures and all(f.command and f.what for f in card.figures), name
 
 
-@pytest.mark.parametrize("change", ["not json", "format", "missing key", "multi_crop"])
+@pytest.mark.parametrize("change", ["not json", "format", "missing key", "multi_crop", "auto_backend",
+                                    "auto_backend int8 without int8 file"])
 def test_a_malformed_model_card_is_refused_naming_the_file(tmp_path: Path, change: str) -> None:
     raw = json.loads(SHIPPED["mtfl-5pt"].card.read_text(encoding="utf-8"))
     if change == "format":
@@ -162,7 +164,28 @@ def test_a_malformed_model_card_is_refused_naming_the_file(tmp_path: Path, chang
         del raw["scheme"]
     elif change == "multi_crop":
         raw["test_time_defaults"]["multi_crop"] = {"grid": 3}
+    elif change == "auto_backend":
+        raw["auto_backend"] = "torch"
+    elif change == "auto_backend int8 without int8 file":
+        raw["auto_backend"] = "int8"
+        del raw["files"]["int8_onnx"]
     path = tmp_path / "broken.json"
     path.write_text("{" if change == "not json" else json.dumps(raw), encoding="utf-8")
     with pytest.raises(CheckpointError, match="broken.json"):
         read_card(path)
+
+
+@pytest.mark.parametrize("auto_backend", ["onnx", "int8"])
+def test_auto_runs_a_shipped_model_on_the_graph_its_card_names(monkeypatch: pytest.MonkeyPatch,
+                                                                auto_backend: str) -> None:
+    from dataclasses import replace
+
+    from tcdcn.inference.loading import load_landmark_model
+
+    record = SHIPPED["mtfl-5pt"]
+    monkeypatch.setitem(SHIPPED, "mtfl-5pt", replace(record, auto_backend=auto_backend))
+    model = load_landmark_model("mtfl-5pt", "auto")
+    expected = record.int8_onnx_file if auto_backend == "int8" else record.onnx_file
+    assert model.describe_backend() == f"onnxruntime, {expected}"
+    assert load_landmark_model("mtfl-5pt", "onnx").describe_backend() == f"onnxruntime, {record.onnx_file}"
+    assert load_landmark_model("mtfl-5pt", "int8").describe_backend() == f"onnxruntime, {record.int8_onnx_file}"

@@ -79,6 +79,11 @@ def configure_from_arguments(args: argparse.Namespace) -> None:
               interval_s=getattr(args, "progress_interval", DEFAULT_INTERVAL_S))
 
 
+BACKEND_HELP = ("auto runs onnxruntime: a shipped model on the graph its model card names (int8 where that scored "
+                "as the float graph on validation), a checkpoint through a temporary ONNX export; onnx runs the "
+                "float32 graph; int8 a shipped model's int8 graph; torch a checkpoint in torch (default %(default)s)")
+
+
 def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line switches of ``set_test_time_options`` (``--flip``, ``--multi-crop``,
     ``--box-refinements``); each left unset keeps the model's default."""

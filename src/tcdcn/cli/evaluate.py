@@ -10,7 +10,7 @@ from typing import Any
 
 from ..inference.loading import BACKENDS
 from ..models.registry import DEFAULT_MODEL
-from .arguments import add_progress_arguments, add_test_time_arguments, apply_test_time_arguments
+from .arguments import BACKEND_HELP, add_progress_arguments, add_test_time_arguments, apply_test_time_arguments
 
 log = logging.getLogger("tcdcn.evaluate")
 
@@ -26,8 +26,7 @@ def add_command(subparsers: Any) -> None:
                         "(default %(default)s)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto and onnx run on onnxruntime, a checkpoint through a temporary ONNX export; int8 "
-                        "runs a shipped model's int8 graph; torch runs a checkpoint in torch (default %(default)s)")
+                   help=BACKEND_HELP)
     add_test_time_arguments(p)
     p.add_argument("--ced", metavar="PNG", help="write the cumulative error distribution (PNG + .csv)")
     add_progress_arguments(p)
@@ -51,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     defaults = test_time_summary(model)
     # None keeps the model's defaults (mirror-averaging on for the shipped models, multi-crop for mtfl-5pt)
     apply_test_time_arguments(model, args)
+    log.info("backend: %s", model.describe_backend())
     log.info("%s", describe_test_time(model, defaults))
     faces = read_annotations(args.data)
     detector = None
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(model, faces, args.box, detector)
     summary = report.summary()
     summary["model"] = args.model
+    summary["backend"] = model.describe_backend()
     summary.update(test_time_summary(model))
     summary["data"] = str(args.data)
     if args.ced:

@@ -66,7 +66,7 @@ from ..io.results import (
 from ..io.video import MediaInput, declared_frame_count, iter_image_paths, iter_video_frames
 from ..models.registry import DEFAULT_MODEL
 from ..progress import Progress, progress
-from .arguments import add_progress_arguments, add_test_time_arguments, int_in
+from .arguments import BACKEND_HELP, add_progress_arguments, add_test_time_arguments, int_in
 
 log = logging.getLogger("tcdcn.predict")
 
@@ -77,8 +77,7 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="shipped model name, checkpoint or .onnx path (default %(default)s)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto and onnx run on onnxruntime, a checkpoint through a temporary ONNX export; int8 "
-                        "runs a shipped model's int8 graph; torch runs a checkpoint in torch (default %(default)s)")
+                   help=BACKEND_HELP)
     p.add_argument("--out", default="tcdcn-out",
                    help="output folder, outside every input folder (default %(default)s)")
     fmt = p.add_mutually_exclusive_group()
@@ -243,6 +242,7 @@ def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inpu
     detector = LandmarkDetector(args.model, backend=args.backend, max_side=args.max_side,
                                 mirror_average=args.flip, multi_crop=args.multi_crop,
                                 box_refinements=args.box_refinements, max_pixels=args.max_pixels)
+    log.info("backend: %s", detector.model.describe_backend())
     log.info("%s", describe_test_time(detector.model, detector.default_test_time))
     point_names = tuple(detector.model.scheme.point_names)
     task_names = tuple(detector.model.task_names)

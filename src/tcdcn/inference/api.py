@@ -44,6 +44,8 @@ class LandmarkBackend(Protocol):
 
     def predict(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box]) -> Any: ...
 
+    def describe_backend(self) -> str: ...
+
 
 @dataclass
 class FaceResult:
@@ -83,7 +85,8 @@ class FaceResult:
 
 
 def load_backend(model: str, backend: str = "auto") -> LandmarkBackend:
-    """A shipped model name or a file, run with torch or onnxruntime ("auto": onnxruntime)."""
+    """A shipped model name or a file, run with torch or onnxruntime ("auto": onnxruntime, a shipped model on the
+    graph its card's ``auto_backend`` names)."""
     return load_landmark_model(model, backend=backend)
 
 

@@ -1,8 +1,10 @@
 """Loading a landmark model on the chosen backend: a shipped model name, a checkpoint or an ONNX file.
 
 ``load_landmark_model(name_or_path, backend)``: "auto" (the default) runs every model on onnxruntime, the faster
-backend for this network (a shipped model name loads its shipped ``.onnx`` twin; a checkpoint is exported to a
-temporary ONNX graph first); "int8" runs a shipped model's int8 graph; "torch" runs a checkpoint in torch.
+backend for this network (a shipped model name loads the graph its card's ``auto_backend`` names, its int8 graph
+where that scored as the float one on validation, else its ``.onnx`` twin; a checkpoint is exported to a
+temporary ONNX graph first); "onnx" runs the float graph; "int8" runs a shipped model's int8 graph; "torch" runs
+a checkpoint in torch.
 Nothing here imports torch unless the torch backend or a checkpoint asks for it.
 """
 
@@ -51,12 +53,12 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     """A landmark model on the chosen backend: ``LandmarkModel`` (torch) or ``OnnxLandmarkModel``.
 
     "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured
-    (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through its shipped ``.onnx``
-    twin, a checkpoint through a temporary ONNX export (this needs torch, and keeps the checkpoint's
-    test-time options); an ``.onnx`` file runs the test-time options its metadata records (``tcdcn export``
-    writes the exported model's). "onnx" is the same. "int8" runs a shipped name's int8 graph (a checkpoint needs
-    ``tcdcn export --int8`` first). "torch" runs the checkpoint in torch. ``threads`` applies to
-    onnxruntime only.
+    (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through the shipped graph its card's
+    ``auto_backend`` names (int8 or float), a checkpoint through a temporary ONNX export (this needs torch, and
+    keeps the checkpoint's test-time options); an ``.onnx`` file runs the test-time options its metadata
+    records (``tcdcn export`` writes the exported model's). "onnx" runs a shipped name's float32 graph. "int8"
+    runs a shipped name's int8 graph (a checkpoint needs ``tcdcn export --int8`` first). "torch" runs the
+    checkpoint in torch. ``threads`` applies to onnxruntime only.
     """
     if backend not in BACKENDS:
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -72,6 +74,9 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
         from .backends.torch import LandmarkModel
 
         return LandmarkModel.load(text)
+    record = SHIPPED.get(text)
+    if backend == "auto" and record is not None:
+        backend = record.auto_backend
     shipped = shipped_onnx_file(text, int8=backend == "int8")
     if backend == "int8" and shipped is None:
         raise BackendError(f"{text}: backend 'int8' runs a shipped model's int8 graph or an .onnx file; for a "

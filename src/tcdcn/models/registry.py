@@ -78,6 +78,9 @@ class ModelWeights:
     # pass (tcdcn.inference.pipeline.CropLandmarkModel.predict). Chosen on validation with detector boxes.
     box_refinements: int = 0
     figures_inference: str = ""  # the test-time options the figures ran with unless a figure says otherwise
+    # The backend "auto" runs the model on: "int8" (its int8 graph) where that graph scored as the float one on
+    # the validation split, else "onnx" (float32).
+    auto_backend: str = "onnx"
     card: Path = field(default=Path(), compare=False)
 
     @property
@@ -108,6 +111,9 @@ def _multi_crop(spec: Any, where: str) -> tuple[CropJitter, ...]:
                           f"{{\"crops\": [[dx, dy, scale], ...]}}, got {spec!r}")
 
 
+AUTO_BACKENDS = ("onnx", "int8")
+
+
 def read_card(path: str | Path) -> ModelWeights:
     """A model card, or ``CheckpointError`` naming the file and what is wrong with it."""
     path = Path(path)
@@ -120,6 +126,11 @@ def read_card(path: str | Path) -> ModelWeights:
     if card.get("format_version") != CARD_FORMAT_VERSION:
         raise CheckpointError(f"{path}: model card format_version {card.get('format_version')!r}, this tcdcn reads "
                               f"{CARD_FORMAT_VERSION}")
+    auto_backend = card.get("auto_backend", "onnx")
+    if auto_backend not in AUTO_BACKENDS:
+        raise CheckpointError(f"{path}: auto_backend must be one of {', '.join(AUTO_BACKENDS)}, got {auto_backend!r}")
+    if auto_backend == "int8" and "int8_onnx" not in card.get("files", {}):
+        raise CheckpointError(f"{path}: auto_backend is int8 but the card lists no int8_onnx file")
     try:
         files, defaults = card["files"], card.get("test_time_defaults", {})
         return ModelWeights(
@@ -140,6 +151,7 @@ def read_card(path: str | Path) -> ModelWeights:
             box_refinements=int(defaults.get("box_refinements", 0)),
             multi_crop=_multi_crop(defaults.get("multi_crop"), str(path)),
             figures_inference=str(card.get("figures_inference", "")),
+            auto_backend=str(auto_backend),
             figures=tuple(Figure(str(f["name"]), float(f["value"]), str(f["what"]), str(f["command"]))
                           for f in card.get("figures", [])),
             card=path,

@@ -86,6 +86,9 @@ class OnnxLandmarkModel(CropLandmarkModel):
     def load(cls, path: str | Path, threads: int = 1) -> OnnxLandmarkModel:
         return cls(path, threads=threads)
 
+    def describe_backend(self) -> str:
+        return f"onnxruntime, {self.path.name}"
+
     def default_crops_per_call(self) -> int:
         return ONNX_CROPS_PER_CALL
 

@@ -46,6 +46,9 @@ class LandmarkModel(CropLandmarkModel):
         apply_test_time_defaults(model, name_or_path, cfg)
         return model
 
+    def describe_backend(self) -> str:
+        return "torch"
+
     def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,1,S,S) crops -> normalised landmarks (N,P,2) and attribute logits (N,T)."""
         with torch.inference_mode():
