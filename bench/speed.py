@@ -290,15 +290,16 @@ def main(argv: list[str] | None = None) -> int:
                           with_mirror(multi.run_network), mirrored)
             if args.default_rows and (default_crops or default_refinements) and ("float" in name or "stem" in name):
                 # The shipped default through predict (crops made in the call): the box refined on the first
-                # answer's points, then every box of the multi-crop set, each with its mirror image.
+                # answer's points (plain crop), then every box of the multi-crop set, each with its mirror image.
                 default = OnnxLandmarkModel(path, threads=1)
                 default_multi = OnnxLandmarkModel(path, threads=args.threads)
                 for m in (default, default_multi):
                     m.mirror_average, m.multi_crop = default_mirror, default_crops
                     m.box_refinements = default_refinements
-                passes = (default_refinements + max(1, len(default_crops))) * (2 if default_mirror else 1)
+                passes = default_refinements + max(1, len(default_crops)) * (2 if default_mirror else 1)
                 tcdcn_row(f"{name}, default inference through predict ({default_refinements} box refinement(s), "
-                          f"{max(1, len(default_crops))} boxes, mirrored: {passes} crops per face)",
+                          f"{max(1, len(default_crops))} boxes{', mirrored' if default_mirror else ''}: "
+                          f"{passes} network crops per face)",
                           predicting(default, greys, boxes), predicting(default_multi, greys, boxes), default,
                           face_crops=face_ids, face_batch_sizes=[b for b in batch_sizes if b <= 64])
         pipeline_onnx = OnnxLandmarkModel(float_file, threads=1)

@@ -105,22 +105,24 @@ def test_mirror_averaging_follows_the_model_unless_told(model_file: Path, test_l
 
 def test_evaluate_cli_says_and_switches_multi_crop(model_file: Path, test_list: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from tcdcn.models.registry import STANDARD_MULTI_CROP
+    from tcdcn.models.registry import SHIPPED, STANDARD_MULTI_CROP
 
     runs = {}
     for model in (str(model_file), "mtfl-5pt"):
-        for flag in ([], ["--multi-crop"], ["--no-multi-crop"]):
+        for flag in ([], ["--multi-crop"], ["--no-multi-crop"], ["--grid"]):
             assert main(["-q", "evaluate", "--model", model, "--data", str(test_list), "--json", *flag]) == 0
             runs[model, tuple(flag)] = json.loads(capsys.readouterr().out)
-    # A checkpoint runs its box alone unless asked; the shipped 5-point model runs the grid (after one box
-    # refinement) unless told not to.
+    # A checkpoint runs its box alone unless asked; the shipped 5-point model runs its card's crops (after one
+    # box refinement) unless told not to; --grid runs the 3x3 grid on either.
     checkpoint = str(model_file)
     assert runs[checkpoint, ()]["crops_per_face"] == runs[checkpoint, ("--no-multi-crop",)]["crops_per_face"] == 1
     assert runs[checkpoint, ()]["box_refinements"] == 0
     assert runs[checkpoint, ("--multi-crop",)]["crops_per_face"] == len(STANDARD_MULTI_CROP)
     assert runs[checkpoint, ()]["nme"] == runs[checkpoint, ("--no-multi-crop",)]["nme"]
-    assert runs["mtfl-5pt", ()]["crops_per_face"] == len(STANDARD_MULTI_CROP)
+    assert runs["mtfl-5pt", ()]["crops_per_face"] == len(SHIPPED["mtfl-5pt"].multi_crop)
     assert runs["mtfl-5pt", ()]["box_refinements"] == 1
+    for model in (checkpoint, "mtfl-5pt"):
+        assert runs[model, ("--grid",)]["crops_per_face"] == len(STANDARD_MULTI_CROP)
     assert runs["mtfl-5pt", ("--no-multi-crop",)]["crops_per_face"] == 1
     for model in (checkpoint, "mtfl-5pt"):
         assert runs[model, ("--no-multi-crop",)]["nme"] != runs[model, ("--multi-crop",)]["nme"]
@@ -128,6 +130,9 @@ def test_evaluate_cli_says_and_switches_multi_crop(model_file: Path, test_list: 
     assert main(["-q", "evaluate", "--model", "mtfl-5pt", "--data", str(test_list), "--json",
                  "--box-refinements", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["box_refinements"] == 2
+    with pytest.raises(SystemExit) as exit_info:  # one crop plan at a time
+        main(["-q", "evaluate", "--model", "mtfl-5pt", "--data", str(test_list), "--grid", "--no-multi-crop"])
+    assert exit_info.value.code == 2 and "not allowed with argument --grid" in capsys.readouterr().err
 
 
 def test_coincident_eyes_are_reported_not_infinity(model_file: Path, test_list: Path, tmp_path: Path,

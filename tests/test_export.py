@@ -329,23 +329,23 @@ def test_int8_graph_uses_the_stem_and_stays_in_uint8(model_and_onnx, train_crops
 
 def test_exported_shipped_model_runs_like_the_shipped_model(mtfl_test_faces, tmp_path) -> None:
     # The shipped model's test-time defaults travel in the .onnx metadata: the exported file runs the same
-    # box refinement, multi-crop grid and mirror-averaging, and so gives the same landmarks.
+    # box refinement, crops and mirror-averaging, and so gives the same landmarks as the shipped float graph.
     from tcdcn.cli import main
     from tcdcn.inference.test_time import test_time_summary
-    from tcdcn.models.registry import SHIPPED
+    from tcdcn.models.registry import SHIPPED, multi_crop_spec
 
     out = tmp_path / "mtfl-5pt.onnx"
     assert main(["-q", "export", "--model", "mtfl-5pt", "--out", str(out)]) == 0
     record = SHIPPED["mtfl-5pt"]
     assert json.loads(read_metadata(out)["test_time"]) == {
-        "mirror_average": record.mirror_average, "multi_crop": {"grid_shift": 0.04},
+        "mirror_average": record.mirror_average, "multi_crop": multi_crop_spec(record.multi_crop),
         "box_refinements": record.box_refinements}
-    shipped, exported = load_landmark_model("mtfl-5pt"), load_landmark_model(out)
+    shipped, exported = load_landmark_model("mtfl-5pt", "onnx"), load_landmark_model(out)
     assert isinstance(exported, OnnxLandmarkModel)
     assert (exported.mirror_average, exported.multi_crop, exported.box_refinements) == (
         record.mirror_average, record.multi_crop, record.box_refinements)
     assert test_time_summary(exported) == test_time_summary(shipped) == {
-        "flip": True, "crops_per_face": 9, "box_refinements": 1}
+        "flip": True, "crops_per_face": len(record.multi_crop), "box_refinements": 1}
     dataset = FaceDataset(mtfl_test_faces[:6], box_mode="image")
     greys = [dataset.image(i) for i in range(len(dataset))]
     boxes = [dataset.box(i) for i in range(len(dataset))]

@@ -101,6 +101,11 @@ def test_test_time_options_keep_override_or_fill_in_the_defaults() -> None:
     assert model.multi_crop == own and model.mirror_average is True
     set_test_time_options(model, multi_crop=False)
     assert model.multi_crop == ()
+    model.multi_crop = own
+    set_test_time_options(model, multi_crop="grid")  # the grid whatever the model's own crops
+    assert model.multi_crop == STANDARD_MULTI_CROP
+    with pytest.raises(ValueError, match="multi_crop"):
+        set_test_time_options(model, multi_crop="diagonal")
 
 
 def test_shipped_records_drive_the_test_time_options_on_both_backends() -> None:

@@ -238,4 +238,4 @@ def test_predict_logs_the_test_time_options_once(tmp_path: Path, caplog: pytest.
                  "--no-flip", "--no-multi-crop", "--box-refinements", "0"]) == 0
     lines = [r.getMessage() for r in caplog.records if "test-time options" in r.getMessage()]
     assert lines == ["test-time options: flip off, 1 crop(s) per face, 0 box refinements (the model's defaults: "
-                     "flip on, 9 crop(s) per face, 1 box refinement)"]
+                     f"flip on, {len(card.multi_crop)} crop(s) per face, 1 box refinement)"]

@@ -189,3 +189,49 @@ def test_auto_runs_a_shipped_model_on_the_graph_its_card_names(monkeypatch: pyte
     assert model.describe_backend() == f"onnxruntime, {expected}"
     assert load_landmark_model("mtfl-5pt", "onnx").describe_backend() == f"onnxruntime, {record.onnx_file}"
     assert load_landmark_model("mtfl-5pt", "int8").describe_backend() == f"onnxruntime, {record.int8_onnx_file}"
+
+
+def test_set_test_time_defaults_rewrites_the_graphs_metadata_and_the_card(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script changes what the files run by default, never their weights; figures that ran with the old
+    default inference are dropped, those with their own switches (or named by --keep) stay."""
+    import shutil
+
+    from tcdcn.geometry import CropJitter
+    from tcdcn.inference.export import read_metadata
+
+    weights = tmp_path / "src" / "tcdcn" / "models" / "weights"
+    weights.mkdir(parents=True)
+    record = SHIPPED["mtfl-5pt"]
+    for name in (record.card.name, record.onnx_file, record.int8_onnx_file, record.file):
+        shutil.copy(record.card.parent / name, weights / name)
+    raw = json.loads((weights / record.card.name).read_text(encoding="utf-8"))
+    raw["figures"] = [
+        {"name": "default", "value": 0.05, "what": "x", "command": "tcdcn evaluate --model mtfl-5pt --data D"},
+        {"name": "own", "value": 0.06, "what": "x",
+         "command": "tcdcn evaluate --model mtfl-5pt --data D --box-refinements 0 --no-multi-crop"},
+        {"name": "named", "value": 0.07, "what": "x", "command": "python scripts/ship_model.py ..."}]
+    (weights / record.card.name).write_text(json.dumps(raw), encoding="utf-8")
+    graph_before = OnnxLandmarkModel(weights / record.onnx_file)
+    crops = np.random.default_rng(0).uniform(0, 255, (2, 1, 60, 60)).astype(np.float32)
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("set_test_time_defaults",
+                                                  SCRIPT.with_name("set_test_time_defaults.py"))
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    assert script.main(["mtfl-5pt", "--crop=0.03,0.0", "--crop=-0.03,0.0", "--box-refinements", "2", "--no-mirror",
+                        "--auto-backend", "onnx", "--keep", "named"]) == 0
+    card = read_card(weights / record.card.name)
+    assert card.multi_crop == (CropJitter(0.03, 0.0), CropJitter(-0.03, 0.0))
+    assert (card.box_refinements, card.mirror_average, card.auto_backend) == (2, False, "onnx")
+    assert [f.name for f in card.figures] == ["own", "named"]
+    for name in (record.onnx_file, record.int8_onnx_file):
+        metadata = json.loads(read_metadata(weights / name)["test_time"])
+        assert metadata == {"mirror_average": False, "multi_crop": {"crops": [[0.03, 0.0, 1.0], [-0.03, 0.0, 1.0]]},
+                            "box_refinements": 2}
+    assert card.onnx_sha256 == sha256_of(weights / record.onnx_file)
+    graph_after = OnnxLandmarkModel(weights / record.onnx_file)
+    np.testing.assert_array_equal(graph_after.run_network(crops)[0], graph_before.run_network(crops)[0])
+    assert (graph_after.box_refinements, graph_after.mirror_average) == (2, False)

@@ -188,9 +188,11 @@ def crop_matrices(boxes: np.ndarray, size: int) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float64)
     s = size / boxes[..., 2]  # (...)
     c = (size - 1) / 2.0
-    zero = np.zeros_like(s)
-    return np.stack([np.stack([s, zero, c - s * boxes[..., 0]], axis=-1),
-                     np.stack([zero, s, c - s * boxes[..., 1]], axis=-1)], axis=-2)  # (..., 2, 3)
+    out = np.zeros(boxes.shape[:-1] + (2, 3))  # (..., 2, 3), filled in place (per-face inference calls this often)
+    out[..., 0, 0] = out[..., 1, 1] = s
+    out[..., 0, 2] = c - s * boxes[..., 0]
+    out[..., 1, 2] = c - s * boxes[..., 1]
+    return out
 
 
 def invert_affines(matrices: np.ndarray) -> np.ndarray:
@@ -199,11 +201,14 @@ def invert_affines(matrices: np.ndarray) -> np.ndarray:
     m = np.asarray(matrices, dtype=np.float64)
     det = m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]  # (...)
     inv_det = np.divide(1.0, det, out=np.zeros_like(det), where=det != 0)
-    a11, a22 = m[..., 1, 1] * inv_det, m[..., 0, 0] * inv_det
-    a12, a21 = -m[..., 0, 1] * inv_det, -m[..., 1, 0] * inv_det
-    b1 = -a11 * m[..., 0, 2] - a12 * m[..., 1, 2]
-    b2 = -a21 * m[..., 0, 2] - a22 * m[..., 1, 2]
-    return np.stack([np.stack([a11, a12, b1], axis=-1), np.stack([a21, a22, b2], axis=-1)], axis=-2)
+    out = np.empty(m.shape)  # (..., 2, 3), filled in place
+    a11 = out[..., 0, 0] = m[..., 1, 1] * inv_det
+    a12 = out[..., 0, 1] = -m[..., 0, 1] * inv_det
+    a21 = out[..., 1, 0] = -m[..., 1, 0] * inv_det
+    a22 = out[..., 1, 1] = m[..., 0, 0] * inv_det
+    out[..., 0, 2] = -a11 * m[..., 0, 2] - a12 * m[..., 1, 2]
+    out[..., 1, 2] = -a21 * m[..., 0, 2] - a22 * m[..., 1, 2]
+    return out
 
 
 def apply_affines(matrices: np.ndarray, points: np.ndarray) -> np.ndarray:

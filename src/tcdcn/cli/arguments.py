@@ -85,16 +85,22 @@ BACKEND_HELP = ("auto runs onnxruntime: a shipped model on the graph its model c
 
 
 def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command-line switches of ``set_test_time_options`` (``--flip``, ``--multi-crop``,
+    """The command-line switches of ``set_test_time_options`` (``--flip``, ``--multi-crop`` or ``--grid``,
     ``--box-refinements``); each left unset keeps the model's default."""
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="average each face with its mirror image, one network call on both (default: the "
                              "model's own, on for the shipped models and files exported from them, off for "
                              "trained checkpoints unless their config's inference section says otherwise)")
-    parser.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
-                        help="average the predictions of a 3x3 grid of slightly moved face boxes (default: the "
-                             "model's own, on for the shipped models and files exported from them, off for "
-                             "trained checkpoints unless their config's inference section says otherwise)")
+    crops = parser.add_mutually_exclusive_group()
+    crops.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
+                       help="average the predictions of slightly moved face boxes: the model's own crops (the "
+                            "shipped models: two, moved 0.02 box sides along the diagonal), or the 3x3 grid when "
+                            "it has none; --no-multi-crop: the box alone (default: the model's own, on for the "
+                            "shipped models and files exported from them, off for trained checkpoints unless their "
+                            "config's inference section says otherwise)")
+    crops.add_argument("--grid", dest="multi_crop", action="store_const", const="grid",
+                       help="the 3x3 grid of crops 0.04 box sides apart instead: the most accurate plan measured, "
+                            "at about 4x the default's time (docs/results.md; default: off)")
     parser.add_argument("--box-refinements", type=int_in(0, MAX_BOX_REFINEMENTS), default=None, metavar="K",
                         help="re-frame each face K times on the box of its predicted points before the last "
                              "pass (default: the model's own, 1 for the shipped models and files exported from "

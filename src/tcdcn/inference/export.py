@@ -115,6 +115,22 @@ def _set_metadata(onnx_model: Any, metadata: dict[str, str]) -> None:
         prop.key, prop.value = key, value
 
 
+def set_test_time_metadata(path: str | Path, record: dict[str, Any]) -> Path:
+    """Rewrite the ``test_time`` record (``models.registry.options_record`` format) of an exported ONNX file in
+    place, atomically; the graph and its weights are kept as they are."""
+    import onnx
+
+    target = Path(path)
+    try:
+        graph = onnx.load(str(target))
+    except Exception as exc:  # onnx raises DecodeError and others
+        raise ExportError(f"{target}: not a readable ONNX file ({type(exc).__name__})") from None
+    if not any(p.key == "format" and p.value == FORMAT_NAME for p in graph.metadata_props):
+        raise ExportError(f"{target}: not a tcdcn export (no format={FORMAT_NAME!r} metadata)")
+    _set_metadata(graph, {"test_time": json.dumps(record)})
+    return write_model_file(graph.SerializeToString(), target)
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """metadata_props of an ONNX file (reads the graph header only through onnxruntime: no torch)."""
     import onnxruntime as ort

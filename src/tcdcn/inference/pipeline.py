@@ -123,7 +123,7 @@ class CropLandmarkModel:
 
     def _refined_boxes(self, points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """``_refined_box`` of every face at once: points (F, P, 2), boxes (F, 3) -> (F, 3)."""
-        five = self.scheme.five_points(np.asarray(points, dtype=np.float64))  # (F, 5, 2)
+        five = self._five_point_matrix() @ np.asarray(points, dtype=np.float64)  # (F, 5, 2): scheme.five_points
         lo, hi = five.min(axis=1), five.max(axis=1)  # (F, 2)
         extent = (hi - lo).max(axis=1)  # (F,)
         refined = np.concatenate([(lo + hi) / 2.0, extent[:, None] * BOX_SCALE], axis=1)  # (F, 3)
@@ -168,8 +168,22 @@ class CropLandmarkModel:
         return (normalised + unmirrored) / 2, (logits + mirrored_logits[:, self._task_flip_index()]) / 2
 
     def _task_flip_index(self) -> list[int]:
-        tasks = tuple(ALL_TASKS.get(name) or AttributeTask(name, "other") for name in self.task_names)
-        return flip_permutation(tasks)
+        # Cached with the names it was made from: per-face inference asks on every call.
+        cached = self.__dict__.get("_task_flip_cache")
+        if cached is None or cached[0] != self.task_names:
+            tasks = tuple(ALL_TASKS.get(name) or AttributeTask(name, "other") for name in self.task_names)
+            cached = self.__dict__["_task_flip_cache"] = (self.task_names, flip_permutation(tasks))
+        return cached[1]
+
+    def _five_point_matrix(self) -> np.ndarray:
+        """(5, P) averaging matrix of ``scheme.five_points``, cached with the scheme it was made from."""
+        cached = self.__dict__.get("_five_point_cache")
+        if cached is None or cached[0] is not self.scheme:
+            matrix = np.zeros((5, self.scheme.num_points))
+            for row, group in enumerate(self.scheme.five_point_groups):
+                matrix[row, list(group)] = 1.0 / len(group)
+            cached = self.__dict__["_five_point_cache"] = (self.scheme, matrix)
+        return cached[1]
 
 
 def with_mirror_images(crops: np.ndarray) -> np.ndarray:

@@ -19,17 +19,21 @@ MAX_BOX_REFINEMENTS = 10  # each is a full pass; answers stop moving after one o
 
 
 def set_test_time_options(model: CropLandmarkModel, mirror_average: bool | None = None,
-                          multi_crop: bool | None = None, box_refinements: int | None = None) -> None:
+                          multi_crop: bool | str | None = None, box_refinements: int | None = None) -> None:
     """Override a model's test-time defaults (None keeps them). ``multi_crop=True`` keeps the model's
-    crops, or gives it the standard grid (``models.registry.STANDARD_MULTI_CROP``) when it has none; False
-    runs the box alone."""
+    crops, or gives it the standard grid (``models.registry.STANDARD_MULTI_CROP``) when it has none;
+    ``"grid"`` gives it the standard grid whatever its own crops; False runs the box alone."""
     if box_refinements is not None:
         if box_refinements < 0:
             raise ValueError(f"box_refinements must be >= 0, got {box_refinements}")
         model.box_refinements = box_refinements
     if mirror_average is not None:
         model.mirror_average = mirror_average
-    if multi_crop is not None:
+    if multi_crop == "grid":
+        model.multi_crop = STANDARD_MULTI_CROP
+    elif isinstance(multi_crop, str):
+        raise ValueError(f"multi_crop must be a bool, None or 'grid', got {multi_crop!r}")
+    elif multi_crop is not None:
         model.multi_crop = (model.multi_crop or STANDARD_MULTI_CROP) if multi_crop else ()
 
 
