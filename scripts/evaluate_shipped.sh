@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Evaluate the shipped models as the README reports them; writes reports/eval/*.json and CED curves.
-# The shipped models' default inference: one box refinement, then a 3x3 grid of moved boxes, every crop
-# mirror-averaged (README, Use). The *-mirror rows run the box alone, mirror-averaged (the default before
-# this); the *-single rows one pass on the box.
+# The shipped models' default inference: one box refinement on the plain crop, then two diagonal crops,
+# each mirror-averaged, on the int8 graph (README, Use). The *-grid rows run --grid (the 3x3 grid), the
+# *-mirror rows the box alone, mirror-averaged; the *-single rows one pass on the box.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=.venv/bin/tcdcn
@@ -13,6 +13,7 @@ BOX_ALONE="--box-refinements 0 --no-multi-crop"
 for box in image gt detect; do
     $T evaluate --model mtfl-5pt --data $MTFL --box $box --json --ced "$OUT/aflw-mtfl-5pt-$box.png" > "$OUT/aflw-mtfl-5pt-$box.json"
 done
+$T evaluate --model mtfl-5pt --data $MTFL --box image --grid --json > "$OUT/aflw-mtfl-5pt-image-grid.json"
 $T evaluate --model mtfl-5pt --data $MTFL --box image $BOX_ALONE --json > "$OUT/aflw-mtfl-5pt-image-mirror.json"
 $T evaluate --model mtfl-5pt --data $MTFL --box image $BOX_ALONE --no-flip --json > "$OUT/aflw-mtfl-5pt-image-single.json"
 rm -f "$OUT/aflw-mtfl-5pt-image-flip.json"  # older runs wrote it
