@@ -20,6 +20,7 @@ from tcdcn.geometry import (
     crop_matrix,
     invert_affine,
     invert_affines,
+    warp_shifted_crops,
 )
 from tcdcn.inference.loading import load_landmark_model
 from tcdcn.inference.test_time import set_test_time_options
@@ -137,3 +138,20 @@ def test_per_crop_reduction_is_the_old_default_inference(aflw, w300) -> None:
                                        for j, p in zip(model.multi_crop, face_points)], axis=0)
                               for b, face_points in zip(boxes, points)])
         np.testing.assert_allclose(model.predict(greys, boxes).landmarks, reference, rtol=0, atol=1e-4)
+
+
+def test_one_face_takes_the_scalar_path_with_the_same_crops() -> None:
+    """One face (per-face inference) runs the reduction's arithmetic on Python floats: the crops equal the
+    vectorised path's bit for bit, for boxes inside, across and beyond random images, small and large."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        height, width = rng.integers(20, 400, 2)
+        image = rng.integers(0, 255, (height, width), dtype=np.uint8)
+        side = rng.uniform(5, 1.5 * max(height, width))
+        cx, cy = rng.uniform(-0.2 * width, 1.2 * width), rng.uniform(-0.2 * height, 1.2 * height)
+        shifts = rng.uniform(-0.05, 0.05, (int(rng.integers(1, 10)), 2))
+        boxes = np.array([[cx + dx * side, cy + dy * side, side] for dx, dy in shifts])[None]  # (1, J, 3)
+        matrices = crop_matrices(boxes, 60)
+        one = warp_shifted_crops([image], matrices, 60)
+        vectorised = warp_shifted_crops([image, image], np.concatenate([matrices, matrices]), 60)[:1]
+        np.testing.assert_array_equal(one, vectorised)
