@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..progress import PLAIN_ENV
-from .arguments import add_progress_arguments, int_in
+from .arguments import add_progress_arguments, float_at_least, int_in
 
 log = logging.getLogger("tcdcn.studies")
 
@@ -49,6 +49,11 @@ def add_command(subparsers: Any) -> None:
     p.add_argument("--report-only", action="store_true", help="regenerate the report from saved results only")
     p.add_argument("--no-report", action="store_true", help="train and evaluate, do not write the report")
     p.add_argument("--list", action="store_true", help="print each run's state (done/partial/todo) and exit")
+    p.add_argument("--inspect", nargs="+", metavar="RUN_DIR", default=None,
+                   help="print the measurements of these training run folders (validation error, gradient shares "
+                        "of the terms, lambda at its bounds, halted tasks) from their history.jsonl, and exit")
+    p.add_argument("--upto-epoch", type=float_at_least(0.0), default=None,
+                   help="with --inspect: only the evaluation points up to this epoch (default: all)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by --workers
     add_progress_arguments(p)
     p.set_defaults(func=run)
@@ -59,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.plots import require_matplotlib
     from ..studies.grid import load_study, run_grid, run_state
 
+    if args.inspect:
+        return _inspect(args.inspect, args.upto_epoch)
     if args.worker:
         formatter = logging.Formatter(WORKER_LOG_FORMAT.format(pid=os.getpid()), datefmt="%H:%M:%S")
         for handler in logging.getLogger().handlers:
@@ -87,6 +94,31 @@ def run(args: argparse.Namespace) -> int:
         path = write_report(study, results_dir, Path(args.report))
         log.info("report written: %s", path)
     return code
+
+
+def _inspect(run_dirs: list[str], upto_epoch: float | None) -> int:
+    """``--inspect``: a markdown table of each run's measurements on stdout."""
+    from ..models.checkpoint import read_checkpoint
+    from ..studies.pilots import measurement_table, per_task_table, read_run_history, run_measurements
+
+    measured = {}
+    for run_dir in run_dirs:
+        history = read_run_history(run_dir)
+        eps, ceiling = 0.01, 1.0
+        for name in ("last.pt", "best.pt"):  # the run's config: lambda's floor and ceiling
+            if (Path(run_dir) / name).is_file():
+                multitask = read_checkpoint(Path(run_dir) / name)["config"]["multitask"]
+                eps = float(multitask["eps"])
+                ceiling = 1.0 if multitask["coefficients"] == "dynamic" else float(multitask["initial_coefficient"])
+                break
+        names = [Path(d).name for d in run_dirs]  # the folder name; with its parent where two share it
+        name = Path(run_dir).name if names.count(Path(run_dir).name) == 1 else "/".join(Path(run_dir).parts[-2:])
+        measured[name] = run_measurements(history, eps, upto_epoch, ceiling)
+    print("\n".join(measurement_table(measured)))
+    if any(m.get("lambda_per_task") for m in measured.values()):
+        print("\nLambda updates per task:\n")
+        print("\n".join(per_task_table(measured)))
+    return 0
 
 
 def _spawn_workers(args: argparse.Namespace) -> int:

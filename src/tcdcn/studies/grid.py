@@ -5,7 +5,11 @@
 when a run was interrupted), evaluates ``best.pt`` on the AFLW test set with the whole image as the
 face box, and writes a small results JSON to ``reports/studies_results/<variant>__seed<k>.json``.
 A run whose results file exists is never retrained. Finally ``reports/studies.md`` is regenerated from
-all saved results (``tcdcn.studies.report``).
+all saved results (``tcdcn.studies.report``), however many have finished.
+
+A variant may name its own ``seeds`` (fewer than the grid's, for variants that are not central); the runs of
+the variants with every grid seed come first, seed-major, then the others, so a grid cut short has the central
+comparisons paired on as many seeds as possible.
 
 Several workers may share one grid: each run is claimed with a lock file (``claim`` in the run folder,
 holding the worker's pid), so ``--workers 2`` trains two runs at a time with one torch thread each.
@@ -43,6 +47,7 @@ log = logging.getLogger("tcdcn.studies")
 RESULTS_SCHEMA = 1
 CLAIM_FILE = "claim"
 STARTED_FILE = "started_at.json"
+SUMMARY_FILE = "summary.json"
 
 
 # ---- the grid ------------------------------------------------------------------------------------
@@ -52,6 +57,7 @@ class Variant:
     label: str
     group: str  # attribute group the variant adds to FLD ("none" for FLD only, "all" for every task)
     overrides: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None  # None: the grid's seeds
 
 
 @dataclass(frozen=True)
@@ -71,9 +77,26 @@ class Study:
                 return v
         raise ConfigError(f"unknown study variant {name!r}; known: {', '.join(v.name for v in self.variants)}")
 
+    def seeds_of(self, variant: Variant) -> tuple[int, ...]:
+        """The seeds the variant is trained with: its own list, or the grid's."""
+        return self.seeds if variant.seeds is None else variant.seeds
+
+    def is_central(self, variant: Variant) -> bool:
+        """A variant trained with every grid seed."""
+        return set(self.seeds) <= set(self.seeds_of(variant))
+
     def runs(self) -> list[tuple[Variant, int]]:
-        """Every (variant, seed), seed-major: all variants of seed 0 first, so a cut-short grid has them all."""
-        return [(v, s) for s in self.seeds for v in self.variants]
+        """Every (variant, seed) in training order: the central variants (every grid seed) seed-major, then the
+        others seed-major; so a grid cut short has all central variants paired on its first seeds."""
+        order: list[tuple[Variant, int]] = []
+        for central in (True, False):
+            chosen = [v for v in self.variants if self.is_central(v) == central]
+            all_seeds = sorted({s for v in chosen for s in self.seeds_of(v)}, key=self._seed_rank)
+            order += [(v, s) for s in all_seeds for v in chosen if s in self.seeds_of(v)]
+        return order
+
+    def _seed_rank(self, seed: int) -> tuple[int, int]:
+        return (self.seeds.index(seed), seed) if seed in self.seeds else (len(self.seeds), seed)
 
 
 def load_study(path: str | Path, root: str | Path = ".") -> Study:
@@ -88,7 +111,8 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     try:
         variants = tuple(
             Variant(str(v["name"]), str(v.get("label", v["name"])), str(v.get("group", "")),
-                    dict(v.get("overrides") or {}))
+                    dict(v.get("overrides") or {}),
+                    None if v.get("seeds") is None else tuple(int(s) for s in v["seeds"]))
             for v in raw["variants"]
         )
         study = Study(
@@ -109,7 +133,13 @@ def load_study(path: str | Path, root: str | Path = ".") -> Study:
     for name in (*study.attribute_variants, *study.scheme_variants):
         study.variant(name)
     for v in variants:
-        variant_config(study, v, study.seeds[0] if study.seeds else 0)
+        unknown_keys = sorted(set(next(r for r in raw["variants"] if str(r["name"]) == v.name))
+                              - {"name", "label", "group", "overrides", "seeds"})
+        if unknown_keys:
+            raise ConfigError(f"{p}: variant {v.name}: unknown key(s): {', '.join(unknown_keys)}")
+        if v.seeds is not None and (not v.seeds or len(set(v.seeds)) != len(v.seeds)):
+            raise ConfigError(f"{p}: variant {v.name}: seeds must be a non-empty list without repeats")
+        variant_config(study, v, study.seeds_of(v)[0] if study.seeds_of(v) else 0)
     return study
 
 
@@ -180,15 +210,27 @@ def load_faces(study: Study, cfg: Config) -> StudyFaces:
 
 
 # ---- one run ---------------------------------------------------------------------------------------
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without the settings that do not change what is trained (thread count)."""
+def _comparable(config: dict[str, Any], saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A config dict without the settings that do not change what is trained (thread count). With ``saved``
+    (the config a partial run was made with), keys that ``saved`` lacks are dropped where they hold their
+    default: a key added to the config since, left at the value that trains as before, does not block a
+    resume."""
     out = json.loads(json.dumps(config))
     out.get("train", {}).pop("threads", None)
+    if saved is not None:
+        defaults = config_to_dict(Config())
+        for section, values in out.items():
+            if not isinstance(values, dict):
+                continue
+            for key in [k for k in values if k not in saved.get(section, {})]:
+                if values[key] == defaults.get(section, {}).get(key):
+                    del values[key]
     return out
 
 
 def train_run(cfg: Config, run_dir: Path, faces: StudyFaces) -> Path:
-    """Train one run (resuming from ``last.pt`` if there is one) and return its ``best.pt``."""
+    """Train one run (resuming from ``last.pt`` if there is one) and return its ``best.pt``; the trainer's
+    summary is written to ``summary.json`` in the run folder."""
     from ..models.checkpoint import read_checkpoint
     from ..training.trainer import Trainer
 
@@ -196,10 +238,11 @@ def train_run(cfg: Config, run_dir: Path, faces: StudyFaces) -> Path:
     last = run_dir / "last.pt"
     if last.is_file():
         saved = read_checkpoint(last)["config"]
-        if _comparable(saved) != _comparable(config_to_dict(cfg)):
+        if _comparable(saved) != _comparable(config_to_dict(cfg), saved):
             raise CheckpointError(f"{last}: made with another config than this grid's; delete {run_dir} to retrain")
         trainer.resume(last)
-    trainer.fit()
+    summary = trainer.fit()
+    _write_json_atomic(_round(summary), run_dir / SUMMARY_FILE)
     best = run_dir / "best.pt"
     if not best.is_file():
         raise CheckpointError(f"{best}: training ended without a best checkpoint")
@@ -247,6 +290,12 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The trainer's summary of the run (``Trainer.fit``'s return: best validation error, lambda bound counts)."""
+    path = run_dir / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _now() -> tuple[float, str]:
     t = time.time()
     return t, datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
@@ -292,6 +341,7 @@ def run_one(study: Study, variant: Variant, seed: int, runs_dir: Path, results_d
         "task_names": list(cfg.data.tasks),
         **scores,
         "history": read_history(run_dir),
+        "train_summary": read_summary(run_dir),
         "timing": {"started_at": started["started_at"], "started_at_iso": started["started_at_iso"],
                    "finished_at": finished, "finished_at_iso": finished_iso,
                    "train_seconds_last_session": t1 - t0, "eval_seconds": t2 - t1, "resumed": resumed},

@@ -69,7 +69,7 @@ def plot_error_curves(curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, 
     """Fig. 4a: training and validation landmark error over iterations per training scheme (mean ± std)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    keys = [("train_landmark_loss", "training landmark error (sum of squared coords)"),
+    keys = [("train_landmark_loss", "training landmark loss (the objective's term)"),
             ("val_landmark_loss", "validation landmark error (sum of squared coords)"),
             ("val_nme", "validation mean error (%)")]
     for ax, (key, title) in zip(axes, keys):

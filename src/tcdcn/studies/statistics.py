@@ -260,3 +260,154 @@ def grid_timing(results: RunResults) -> dict[str, float]:
 def point_label(name: str) -> str:
     """A landmark name as tables and figures print it."""
     return name.replace("_", " ")
+
+
+# ---- paired comparisons -------------------------------------------------------------------------------
+# Two-sided 95% quantiles of Student's t by degrees of freedom (1-30); beyond 30, the normal 1.96 is within
+# 2% of the true value.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+UNRESOLVED = "unresolved at this budget"
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (a 95% two-sided interval)."""
+    if df < 1:
+        return math.nan
+    return T_975[df - 1] if df <= len(T_975) else 1.96
+
+
+@dataclass
+class PairedDifference:
+    """Variant a minus variant b on the seeds both have: d_s = a_s - b_s, its mean and 95% t interval."""
+
+    a: str
+    b: str
+    seeds: list[int]
+    differences: np.ndarray  # (n,) a - b per common seed
+    mean_a: float  # over the common seeds
+    mean_b: float
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def mean(self) -> float:
+        return float(self.differences.mean()) if self.n else math.nan
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation of the per-seed differences (nan below two seeds)."""
+        return float(self.differences.std(ddof=1)) if self.n > 1 else math.nan
+
+    @property
+    def half_width(self) -> float:
+        """Half-width of the 95% interval, t_{0.975, n-1} * sd / sqrt(n)."""
+        return t_quantile_975(self.n - 1) * self.sd / math.sqrt(self.n) if self.n > 1 else math.nan
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return self.mean - self.half_width, self.mean + self.half_width
+
+    @property
+    def wins(self) -> int:
+        """Seeds where a is lower than b."""
+        return int((self.differences < 0).sum())
+
+
+def paired_difference(a: str, values_a: dict[int, float], b: str, values_b: dict[int, float]) -> PairedDifference:
+    """The paired-by-seed difference a - b over the seeds present in both (value per seed, lower is better)."""
+    seeds = sorted(set(values_a) & set(values_b))
+    va = np.array([values_a[s] for s in seeds], float)
+    vb = np.array([values_b[s] for s in seeds], float)
+    return PairedDifference(a, b, seeds, va - vb, float(va.mean()) if seeds else math.nan,
+                            float(vb.mean()) if seeds else math.nan)
+
+
+def claim_verdict(paired: PairedDifference, margin: float) -> str:
+    """Verdict on "a is lower than b" from the 95% interval of the paired difference a - b.
+
+    ``REPRODUCED``: the whole interval is below 0. ``NOT_REPRODUCED``: the interval excludes an improvement of
+    ``margin`` or more (its lower end is above -margin), so a gain as large as the paper's is ruled out.
+    ``UNRESOLVED`` otherwise, and with fewer than two paired seeds.
+    """
+    if paired.n < 2 or not math.isfinite(paired.half_width):
+        return UNRESOLVED
+    low, high = paired.interval
+    if high < 0:
+        return REPRODUCED
+    if low > -margin:
+        return NOT_REPRODUCED
+    return UNRESOLVED
+
+
+def seeds_to_resolve(sd: float, margin: float, max_seeds: int = 200) -> int | None:
+    """Paired seeds at which the 95% half-width t_{0.975, n-1} * sd / sqrt(n) falls to ``margin`` / 2, so that
+    the interval cannot hold both 0 and -margin; None when sd is unknown or more than ``max_seeds`` are needed."""
+    if not (math.isfinite(sd) and margin > 0):
+        return None
+    for n in range(2, max_seeds + 1):
+        if t_quantile_975(n - 1) * sd / math.sqrt(n) <= margin / 2:
+            return n
+    return None
+
+
+def values_by_seed(results: RunResults, variant: str, metric: str = "nme",
+                   landmarks: Sequence[int] | None = None) -> dict[int, float]:
+    """One number per seed of a variant: the test ``metric`` ("nme" or "failure_rate"), or with ``landmarks``
+    the mean per-landmark error over those landmark indices."""
+    out: dict[int, float] = {}
+    for seed, run in results.get(variant, {}).items():
+        if landmarks is not None:
+            out[seed] = float(np.mean([run["per_landmark"][i] for i in landmarks]))
+        else:
+            out[seed] = float(run["test"][metric])
+    return out
+
+
+# ---- whether the method acts: measurements read off each run's history --------------------------------
+def term_shares(history: Sequence[dict[str, Any]], group: str) -> dict[str, float]:
+    """Mean over evaluation points of each term's share of the summed gradient norms on a parameter group
+    ("shared" or "landmark_head"): ||g_term|| / sum over terms of ||g_term||. Empty without the record."""
+    rows = [h["gradient_norms"][group] for h in history if h.get("gradient_norms")]
+    if not rows:
+        return {}
+    terms = sorted({t for r in rows for t in r})
+    shares = {t: [] for t in terms}  # type: dict[str, list[float]]
+    for r in rows:
+        total = sum(r.get(t, 0.0) for t in terms)
+        for t in terms:
+            shares[t].append(r.get(t, 0.0) / total if total > 0 else 0.0)
+    return {t: float(np.mean(v)) for t, v in shares.items()}
+
+
+def coefficient_counts(history: Sequence[dict[str, Any]], eps: float,
+                       ceiling: float = 1.0) -> dict[str, dict[str, int]]:
+    """Per task, the coefficient updates (evaluation points) that left lambda at eps, at ``ceiling``, at 0,
+    and strictly between eps and the ceiling; read off the history's ``task_coefficients``."""
+    if not history or not history[0].get("task_coefficients"):
+        return {}
+    out = {}
+    for task in history[0]["task_coefficients"]:
+        values = np.array([h["task_coefficients"][task] for h in history], float)
+        at_eps = np.isclose(values, eps, rtol=0, atol=1e-9)
+        at_top = np.isclose(values, ceiling, rtol=0, atol=1e-9)
+        at_zero = values == 0
+        out[task] = {"updates": int(values.size), "at_eps": int(at_eps.sum()), "at_ceiling": int(at_top.sum()),
+                     "at_zero": int(at_zero.sum()), "between": int((~(at_eps | at_top | at_zero)).sum())}
+    return out
+
+
+def halted_tasks(history: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Early stopping: each halted task and the epoch of the first evaluation point with lambda 0."""
+    out: dict[str, float] = {}
+    for h in history:
+        for task, value in (h.get("task_coefficients") or {}).items():
+            if value == 0.0 and task not in out:
+                out[task] = float(h["epoch"])
+    return out
