@@ -5,8 +5,9 @@
 
 Each plan is scored on the validation split the config carves from the training data (never a test set),
 with ground-truth boxes and with the default face detector's boxes (detections computed once and shared by
-every plan). ``--time`` also times each plan through ``predict``, one face per call on one thread, against
-dlib's 68-point shape predictor on the same faces in the same run (its time is the ratio's reference). A plan
+every plan). ``--time`` also times each plan through ``predict``, one face per call on one thread, each
+pass right after a pass of dlib's 68-point shape predictor on the same faces: the ratio is the median over
+rounds of plan/dlib, so load that changes between rounds cancels. A plan
 counts network crops per face: refinement passes, then the last pass's crops (twice when mirror-averaged).
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -97,39 +97,50 @@ def rows_to_boxes(rows: np.ndarray) -> list[Any]:
     return [Box(float(cx), float(cy), float(side)) for cx, cy, side in rows]
 
 
-def time_plans(model: CropLandmarkModel, plans: dict[str, Plan], faces: list[Any], repeats: int) -> dict[str, float]:
-    """ms per face through ``predict`` (one face per call, best of ``repeats`` passes), and dlib's."""
+def time_plans(model: CropLandmarkModel, plans: dict[str, Plan], faces: list[Any],
+               repeats: int) -> dict[str, dict[str, float]]:
+    """Per face through ``predict`` (one face per call), each plan's pass timed right after a pass of dlib's
+    predictor over the same faces, ``repeats`` rounds: the best ms per face of each, and the median over
+    rounds of the plan/dlib ratio (robust to load that changes between rounds)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from speed import dlib_rectangle, load_dlib
 
     greys = [to_grey(load_image(f.image_path)) for f in faces]
     boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
 
-    def best_ms(call: Any) -> float:
-        for i in range(min(20, len(greys))):  # warm-up
+    def pass_ms(call: Any) -> float:
+        start = time.perf_counter()
+        for i in range(len(greys)):
             call(i)
-        best = math.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for i in range(len(greys)):
-                call(i)
-            best = min(best, 1000.0 * (time.perf_counter() - start) / len(greys))
-        return best
+        return 1000.0 * (time.perf_counter() - start) / len(greys)
 
-    times = {}
     dlib_parts = load_dlib()
-    if dlib_parts is not None:
-        dlib, model_file = dlib_parts
-        predictor = dlib.shape_predictor(model_file)
-        rects = [dlib_rectangle(dlib, b, True) for b in boxes]
-        times["dlib 68-pt shape predictor"] = best_ms(lambda i: predictor(greys[i], rects[i]))
+    if dlib_parts is None:
+        raise SystemExit("--time needs dlib (pip install 'tcdcn[bench]')")
+    dlib, model_file = dlib_parts
+    predictor = dlib.shape_predictor(model_file)
+    rects = [dlib_rectangle(dlib, b, True) for b in boxes]
+
+    def reference(i: int) -> Any:
+        return predictor(greys[i], rects[i])
+
+    pass_ms(reference)  # warm-up
+    results: dict[str, dict[str, float]] = {}
     for name, plan in plans.items():
         run_plan(model, plan)
-        times[name] = best_ms(lambda i: model.predict([greys[i]], [boxes[i]]))
-    if dlib_parts is not None:  # timed again last: the reference brackets the plans
-        times["dlib 68-pt shape predictor"] = min(times["dlib 68-pt shape predictor"],
-                                                  best_ms(lambda i: predictor(greys[i], rects[i])))
-    return times
+
+        def run(i: int) -> Any:
+            return model.predict([greys[i]], [boxes[i]])
+
+        pass_ms(run)  # warm-up
+        plan_ms, dlib_ms = [], []
+        for _ in range(repeats):
+            dlib_ms.append(pass_ms(reference))
+            plan_ms.append(pass_ms(run))
+        ratios = sorted(p / d for p, d in zip(plan_ms, dlib_ms))
+        results[name] = {"ms_per_face": min(plan_ms), "dlib_ms_per_face": min(dlib_ms),
+                         "x_dlib_median": ratios[len(ratios) // 2]}
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plans", default=",".join(PLANS), help=f"comma-separated, of: {', '.join(PLANS)}")
     p.add_argument("--time", action="store_true", help="also time each plan against dlib's predictor")
     p.add_argument("--time-faces", type=int, default=300, help="validation faces timed")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per plan")
     p.add_argument("--out", default="", help="append one JSON line per plan to this file")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.plans.split(",") if n.strip()]
@@ -171,11 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     if args.time:
         times = time_plans(model, plans, val_faces[:args.time_faces], args.repeats)
-        reference = times.get("dlib 68-pt shape predictor")
         for row in rows:
-            row["ms_per_face"] = round(times[row["plan"]], 3)
-            row["x_dlib"] = round(times[row["plan"]] / reference, 3) if reference else None
-        print(json.dumps({"dlib_ms_per_face": reference}))
+            row.update({key: round(value, 3) for key, value in times[row["plan"]].items()})
     facts = {"model": args.model, "backend": args.backend, "config": args.config, **host_facts()}
     for row in rows:
         row.update(facts)
