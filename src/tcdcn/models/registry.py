@@ -25,8 +25,9 @@ CARD_FORMAT_VERSION = 1
 DEFAULT_MODEL = "mtfl-5pt"
 # The multi-crop grid chosen on the MTFL validation split with ground-truth boxes (bench/multi_crop.py): the
 # box and its 8 neighbours 0.04 box sides away. It helps only when the box is centred on the convention,
-# so the shipped models run it after one box refinement (chosen with detector boxes,
-# bench/inference_modes.py), which re-centres the box on the first answer's points.
+# so it runs after one box refinement (chosen with detector boxes, bench/inference_modes.py), which
+# re-centres the box on the first answer's points. The shipped cards name a cheaper crop set; the grid is
+# what ``--grid`` and ``--multi-crop`` on a model without crops run (bench/test_time_plans.py).
 STANDARD_GRID_SHIFT = 0.04
 STANDARD_MULTI_CROP = grid_jitters(STANDARD_GRID_SHIFT)
 # What a card states about the face box; every model of the package is trained and run on this convention.
