@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,19 @@ class DataConfig:
     # '#' starts a comment) kept out of training and validation: a held-out test split, e.g.
     # configs/splits/helen-test.txt. Empty: none.
     exclude: str = ""
+    # Auxiliary training faces of a coarser scheme that data.scheme derives (schemes.LandmarkScheme
+    # .derivation_matrix), e.g. ../shared/data/mtfl/training.txt (5 points) beside 68-point faces: the points
+    # derived from each auxiliary face's dense prediction are trained towards its annotation
+    # (objective.auxiliary_weight). Any format read_annotations reads; empty: none. Never a test file.
+    auxiliary_train: str = ""
+    # Share of each step's faces drawn (with replacement) from the auxiliary faces; the main faces per step
+    # stay train.batch_size, so an epoch is still one pass over data.train: round(batch_size * f / (1 - f))
+    # auxiliary faces join every step (64 beside 64 at 0.5).
+    auxiliary_fraction: float = 0.5
+    # Carved from auxiliary_train with data.split_seed and never trained on: the auxiliary term's validation
+    # figure (history.jsonl: val_auxiliary_nme). 0.1 with seed 0 is the carve configs/mtfl-5pt.yaml makes of
+    # MTFL training.txt, so models started from mtfl-5pt never trained on these faces either.
+    auxiliary_validation_fraction: float = 0.1
     # Attribute tasks trained beside the landmarks; empty = landmarks only ("FLD only").
     tasks: tuple[str, ...] = (
         "male", "smiling", "glasses",
@@ -72,6 +86,10 @@ class ObjectiveConfig:
     landmark_loss: str = "squared"
     wing_width: float = 1 / 3  # w, in normalised crop units (1 = half the crop side: 10 px of 60)
     wing_curvature: float = 1 / 15  # epsilon, same units (2 px of 60)
+    # Weight of the auxiliary term (data.auxiliary_train): the mean over auxiliary faces of the mean distance
+    # between the points derived from the prediction and the annotated ones, over the annotation's
+    # inter-ocular distance (its scheme's normalised error).
+    auxiliary_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -286,6 +304,8 @@ FRACTION = Range(0, 1)
 RANGES: dict[str, Range] = {
     "data.validation_fraction": Range(0, 1, low_open=True, high_open=True),
     "data.split_seed": NON_NEGATIVE,
+    "data.auxiliary_fraction": Range(0, 1, low_open=True, high_open=True),
+    "data.auxiliary_validation_fraction": Range(0, 1, low_open=True, high_open=True),
     "augment.rotation_deg": Range(0, 180),
     "augment.scale": Range(0, 1, high_open=True),
     "augment.shift": Range(0, 0.5),
@@ -306,6 +326,7 @@ RANGES: dict[str, Range] = {
     "objective.covariance_ridge": POSITIVE,
     "objective.wing_width": POSITIVE,
     "objective.wing_curvature": POSITIVE,
+    "objective.auxiliary_weight": POSITIVE,
     "multitask.initial_coefficient": NON_NEGATIVE,
     "multitask.rho": POSITIVE,
     "multitask.tau": AT_LEAST_ONE,
@@ -377,6 +398,9 @@ def validate(cfg: Config) -> None:
     if unknown:
         raise ConfigError(f"data.tasks: unknown task(s) {', '.join(map(repr, unknown))}; known: "
                           f"{', '.join(ALL_TASKS)}")
+    if cfg.data.auxiliary_train and cfg.data.test and (
+            os.path.normpath(cfg.data.auxiliary_train) == os.path.normpath(cfg.data.test)):
+        raise ConfigError(f"data.auxiliary_train: {cfg.data.auxiliary_train} is data.test; test faces never train")
     if cfg.train.min_learning_rate > cfg.train.learning_rate:
         raise ConfigError(f"train.min_learning_rate ({cfg.train.min_learning_rate:g}) must not exceed "
                           f"train.learning_rate ({cfg.train.learning_rate:g})")

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The five-point scheme every scheme maps onto through its ``five_point_groups``.
+MTFL_5_NAME = "mtfl-5"
+
 
 @dataclass(frozen=True)
 class LandmarkScheme:
@@ -17,7 +20,12 @@ class LandmarkScheme:
 
     ``five_point_groups`` maps the scheme onto the five MTFL points (eye centres, nose tip, mouth
     corners, image-left first): each entry lists the indices whose mean gives that point. It is how the
-    face-box convention and 5-point comparisons work for every scheme.
+    face-box convention and 5-point comparisons work for every scheme, and it is this scheme's derivation
+    of the ``mtfl-5`` scheme (``derivation_matrix``).
+
+    ``derived_schemes`` declares further coarser schemes as functions of this one: ``(name, groups)``
+    pairs, one group of indices per point of scheme ``name``, in its order, each point the mean of its
+    group.
     """
 
     name: str
@@ -30,6 +38,7 @@ class LandmarkScheme:
     description: str = ""
     # Named groups of points (face regions) that per-region errors are reported over.
     regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    derived_schemes: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
     _flip_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +53,10 @@ class LandmarkScheme:
         for group in self.five_point_groups:
             if not group or any(not 0 <= i < n for i in group):
                 raise ValueError(f"scheme {self.name}: bad five-point group {group}")
+        for target, groups in self.derived_schemes:
+            if not groups or any(not group or any(not 0 <= i < n for i in group) for group in groups):
+                raise ValueError(f"scheme {self.name}: derivation of {target!r} has an empty group or indices "
+                                 f"outside 0..{n - 1}")
         for region, indices in self.regions:
             if not indices or any(not 0 <= i < n for i in indices):
                 raise ValueError(f"scheme {self.name}: region {region!r} has indices outside 0..{n - 1}")
@@ -62,6 +75,28 @@ class LandmarkScheme:
         """(..., P, 2) -> (..., 5, 2): eye centres, nose tip, mouth corners."""
         return np.stack([landmarks[..., list(g), :].mean(axis=-2) for g in self.five_point_groups], axis=-2)
 
+    def derivation_groups(self, target: str) -> tuple[tuple[int, ...], ...]:
+        """The index groups whose means give scheme ``target``'s points, in its order: each point itself for
+        this scheme, ``five_point_groups`` for ``mtfl-5``, else the ``derived_schemes`` entry."""
+        if target == self.name:
+            return tuple((i,) for i in range(self.num_points))
+        if target == MTFL_5_NAME:
+            return self.five_point_groups
+        for name, groups in self.derived_schemes:
+            if name == target:
+                return groups
+        known = sorted({self.name, MTFL_5_NAME, *(name for name, _ in self.derived_schemes)})
+        raise KeyError(f"scheme {self.name} does not derive scheme {target!r}; it derives: {', '.join(known)}")
+
+    def derivation_matrix(self, target: str) -> np.ndarray:
+        """(Q, P) float64 averaging matrix ``D`` with ``D @ landmarks`` = scheme ``target``'s Q points, for
+        ``landmarks`` (P, 2) of this scheme: row q holds 1/|group| at the indices of point q's group."""
+        groups = self.derivation_groups(target)
+        matrix = np.zeros((len(groups), self.num_points))
+        for row, group in enumerate(groups):
+            matrix[row, list(group)] = 1.0 / len(group)
+        return matrix
+
     def eye_centres(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         five = self.five_points(landmarks)
         return five[..., 0, :], five[..., 1, :]
@@ -79,7 +114,7 @@ class LandmarkScheme:
 
 
 MTFL_5 = LandmarkScheme(
-    name="mtfl-5",
+    name=MTFL_5_NAME,
     point_names=("left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"),
     flip_pairs=((0, 1), (3, 4)),
     five_point_groups=((0,), (1,), (2,), (3,), (4,)),
@@ -120,6 +155,20 @@ SCHEMES: dict[str, LandmarkScheme] = {s.name: s for s in (MTFL_5, IBUG_68)}
 def register_scheme(scheme: LandmarkScheme) -> LandmarkScheme:
     SCHEMES[scheme.name] = scheme
     return scheme
+
+
+def derivation_matrix(source: LandmarkScheme, target: LandmarkScheme) -> np.ndarray:
+    """(Q, P) matrix giving ``target``'s points from ``source``'s, checked against both schemes: one row per
+    ``target`` point, and mirroring commutes with it (``D[target flip] == D[:, source flip]``), so a mirrored
+    face of either scheme stays consistent with the other."""
+    matrix = source.derivation_matrix(target.name)
+    if matrix.shape[0] != target.num_points:
+        raise ValueError(f"scheme {source.name} derives {matrix.shape[0]} points of {target.name}, "
+                         f"which has {target.num_points}")
+    if not np.array_equal(matrix[target.flip_index], matrix[:, source.flip_index]):
+        raise ValueError(f"scheme {source.name}'s derivation of {target.name} does not commute with mirroring "
+                         "(flip pairs of the two schemes disagree)")
+    return matrix
 
 
 def get_scheme(name: str) -> LandmarkScheme:

@@ -105,16 +105,30 @@ class FaceDataset:
         self, indices: Sequence[int], augment: AugmentConfig | None = None, rng: np.random.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Stack crops into tensors: images (B,1,S,S), landmarks (B,P,2), labels (B,T), visible (B,P)."""
-        items = []
-        for i in indices:
-            params = draw_params(augment, rng) if augment is not None and rng is not None else IDENTITY
-            items.append(self.sample(int(i), params))
-        crops, norms, labels, visible = zip(*items)
+        params = [draw_params(augment, rng) if augment is not None and rng is not None else IDENTITY
+                  for _ in indices]
+        return self.stack(indices, params)
+
+    def stack(self, indices: Sequence[int], params: Sequence[CropParams]) -> dict[str, torch.Tensor]:
+        """The faces ``indices``, face ``k`` cropped with ``params[k]``, as tensors: images (B,1,S,S),
+        landmarks (B,P,2), labels (B,T), visible (B,P), and interocular (B,): the scheme's inter-ocular
+        distance of each crop's landmarks, what normalised errors divide by."""
+        if len(indices) != len(params):
+            raise ValueError(f"{len(indices)} faces but {len(params)} crop parameters")
+        if not len(indices):
+            size = self.input_size
+            return {"images": torch.zeros(0, 1, size, size), "landmarks": torch.zeros(0, self.scheme.num_points, 2),
+                    "labels": torch.zeros(0, len(self.tasks)),
+                    "visible": torch.zeros(0, self.scheme.num_points, dtype=torch.bool),
+                    "interocular": torch.zeros(0)}
+        crops, norms, labels, visible = zip(*(self.sample(int(i), p) for i, p in zip(indices, params)))
+        landmarks = np.stack(norms)  # (B, P, 2)
         return {
             "images": torch.from_numpy(np.stack(crops)[:, None]),  # (B, 1, S, S)
-            "landmarks": torch.from_numpy(np.stack(norms)),  # (B, P, 2)
+            "landmarks": torch.from_numpy(landmarks),  # (B, P, 2)
             "labels": torch.from_numpy(np.stack(labels)),  # (B, T)
             "visible": torch.from_numpy(np.stack(visible)),  # (B, P)
+            "interocular": torch.from_numpy(self.scheme.interocular_distance(landmarks).astype(np.float32)),  # (B,)
         }
 
 
@@ -131,6 +145,15 @@ def split_faces(faces: Sequence[FaceAnnotation], data: DataConfig) -> tuple[list
     if data.exclude:
         faces = excluding_listed(faces, data.exclude, data.train)
     train_idx, val_idx = split_indices(len(faces), data.validation_fraction, data.split_seed)
+    return [faces[i] for i in train_idx], [faces[i] for i in val_idx]
+
+
+def split_auxiliary_faces(faces: Sequence[FaceAnnotation],
+                          data: DataConfig) -> tuple[list[FaceAnnotation], list[FaceAnnotation]]:
+    """(training, validation) auxiliary faces (``data.auxiliary_train``'s) as
+    ``data.auxiliary_validation_fraction`` and ``data.split_seed`` carve them: the validation part is
+    never trained on."""
+    train_idx, val_idx = split_indices(len(faces), data.auxiliary_validation_fraction, data.split_seed)
     return [faces[i] for i in train_idx], [faces[i] for i in val_idx]
 
 

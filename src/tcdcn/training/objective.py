@@ -4,6 +4,12 @@
         + sum_t lambda_t * CE_t                                   (attribute cross-entropy)
         + covariance_weight * tr(W Upsilon^{-1} W^T)              (task covariance prior)
         + filter_decay * tr(K K^T)                                (weight decay on filters)
+        + auxiliary_weight * mean_i e_i                           (auxiliary faces, when the batch has them)
+
+The auxiliary term is this package's extension for faces annotated in a coarser scheme (data.auxiliary_train,
+e.g. MTFL's 5 points beside 68-point faces): e_i is the normalised error of the points a derivation matrix D
+(``schemes.derivation_matrix``) takes from face i's dense prediction, against its annotation. Those faces go
+through the same forward pass as the rest; their attribute outputs are not trained.
 
 Each term is returned by name so the trainer logs them; ``total`` is what SGD descends. Losses are
 means over the batch (the paper's sums divided by N, which only rescales the step size).
@@ -43,6 +49,20 @@ def wing_loss(
     return per_point.sum(dim=1).mean()
 
 
+def derived_point_error(pred: torch.Tensor, derivation: torch.Tensor, target: torch.Tensor,
+                        interocular: torch.Tensor) -> torch.Tensor:
+    """Mean over faces of the mean point-to-point distance between the points ``derivation`` derives from
+    ``pred`` and ``target``, over each face's ``interocular`` distance: (B,P,2), (Q,P), (B,Q,2), (B,) -> scalar.
+
+    The distance has a 1e-12 floor inside its square root, so a point placed exactly keeps a finite gradient.
+    """
+    if pred.shape[0] == 0:
+        return pred.new_zeros(())
+    derived = torch.einsum("qp,bpc->bqc", derivation.to(pred.dtype), pred)  # (B, Q, 2)
+    distance = ((derived - target).pow(2).sum(dim=-1) + 1e-12).sqrt()  # (B, Q)
+    return (distance.mean(dim=1) / interocular.to(pred.dtype)).mean()
+
+
 def attribute_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy of each task; (B,T), (B,T) -> (T,)."""
     if logits.shape[1] == 0:
@@ -66,9 +86,23 @@ def tcdcn_objective(
     task_coefficients: torch.Tensor,
     covariance_inverse: torch.Tensor | None,
     cfg: ObjectiveConfig,
+    derivation: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Forward the batch and return the named terms, the per-task losses and ``total``."""
-    landmarks, logits = model(batch["images"])  # (B,P,2), (B,T)
+    """Forward the batch and return the named terms, the per-task losses and ``total``.
+
+    With ``derivation`` (Q, P) and a batch holding auxiliary faces (``auxiliary_images`` (A,1,S,S),
+    ``auxiliary_landmarks`` (A,Q,2), ``auxiliary_interocular`` (A,)), the auxiliary faces share the forward
+    pass and add the ``auxiliary`` term (``derived_point_error``) with ``cfg.auxiliary_weight``.
+    """
+    auxiliary = batch.get("auxiliary_images") if derivation is not None else None
+    if auxiliary is not None and auxiliary.shape[0]:
+        count = batch["images"].shape[0]
+        all_landmarks, all_logits = model(torch.cat([batch["images"], auxiliary]))
+        landmarks, logits = all_landmarks[:count], all_logits[:count]  # (B,P,2), (B,T)
+        auxiliary_landmarks = all_landmarks[count:]  # (A, P, 2)
+    else:
+        landmarks, logits = model(batch["images"])  # (B,P,2), (B,T)
+        auxiliary_landmarks = None
     if cfg.landmark_loss == "wing":
         lm = wing_loss(landmarks, batch["landmarks"], cfg.wing_width, cfg.wing_curvature, batch.get("visible"))
     else:
@@ -80,6 +114,10 @@ def tcdcn_objective(
         "filters": filter_penalty(model.filters()),
     }
     total = cfg.landmark_weight * lm + terms["attributes"] + cfg.filter_decay * terms["filters"]
+    if auxiliary_landmarks is not None and derivation is not None:
+        terms["auxiliary"] = derived_point_error(auxiliary_landmarks, derivation, batch["auxiliary_landmarks"],
+                                                 batch["auxiliary_interocular"])
+        total = total + cfg.auxiliary_weight * terms["auxiliary"]
     if cfg.use_covariance and covariance_inverse is not None:
         terms["covariance"] = covariance_penalty(model.head_weight(), covariance_inverse)
         total = total + cfg.covariance_weight * terms["covariance"]
@@ -96,6 +134,8 @@ def weighted_terms(terms: dict[str, torch.Tensor], cfg: ObjectiveConfig) -> dict
         "attributes": terms["attributes"],  # lambda_t already applied
         "filters": cfg.filter_decay * terms["filters"],
     }
+    if "auxiliary" in terms:
+        weighted["auxiliary"] = cfg.auxiliary_weight * terms["auxiliary"]
     if "covariance" in terms:
         weighted["covariance"] = cfg.covariance_weight * terms["covariance"]
     return weighted

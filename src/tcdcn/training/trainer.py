@@ -12,6 +12,14 @@ Each evaluation point also records, in ``history.jsonl``, the L2 norm of each we
 measured on the last training batch with one backward per term and no optimiser step (under torchrun, on
 rank 0's slice of it), so whether a term can act on the representation is read off the run itself.
 
+Auxiliary faces (``data.auxiliary_train``, e.g. MTFL's 5 points beside 68-point faces): every step adds
+``round(batch_size * f / (1 - f))`` of them (``f`` = ``data.auxiliary_fraction``), drawn with replacement
+from the training part of their carve with the run's random stream, augmented alike, forwarded with the
+main faces; the points the config's scheme derives (``schemes.derivation_matrix``) are trained towards
+their annotation (the objective's ``auxiliary`` term). The epoch, the schedule and the validation split
+stay the main data's; each evaluation point also scores the derived points on up to
+``AUXILIARY_VALIDATION_FACES`` faces of the auxiliary carve's validation part (``val_auxiliary_nme``).
+
 Faults: ``last.pt`` (written atomically at every epoch end and every ``checkpoint_every_steps``) holds
 everything the loop reads -- parameters, optimiser, Upsilon, lambda with its loss history, the epoch's
 batch order and position in it, the running period losses and the random states -- so ``--resume``
@@ -43,21 +51,21 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..attributes import tasks_by_name
 from ..config import Config, config_to_dict
-from ..data.dataset import FaceDataset, split_faces
+from ..data.dataset import FaceDataset, split_auxiliary_faces, split_faces
 from ..data.formats import read_annotations
 from ..data.transforms import draw_params
 from ..errors import CheckpointError, ConfigError, TcdcnError
 from ..io.atomic import atomic_write_text
 from ..models.checkpoint import atomic_save, read_checkpoint, weights_payload
 from ..models.denormals import enable_flush_to_zero, flush_state_dict
-from ..schemes import get_scheme
+from ..schemes import derivation_matrix, get_scheme
 from .distributed import DataParallelView, DistributedContext, init_from_environment, parameter_fingerprint
 from .objective import tcdcn_objective, term_gradient_norms
 from .schedule import learning_rate_at
 from .task_coefficients import UNAUGMENTED_TRAIN_FACES, TaskCoefficients
 from .task_covariance import TaskCovariance
 from .transfer import initial_network
-from .validation import EvalResult, score_on
+from .validation import EvalResult, derived_error_on, score_on
 
 log = logging.getLogger("tcdcn.train")
 
@@ -65,6 +73,8 @@ log = logging.getLogger("tcdcn.train")
 # the parameter fingerprint goes through one gradient all-reduce per step and is allowed round-off.
 RANK_AGREEMENT_TOLERANCE = 0.0
 PARAMETER_AGREEMENT_TOLERANCE = 1e-6
+# Auxiliary validation faces scored at each evaluation point: evenly spaced over the carve's validation part.
+AUXILIARY_VALIDATION_FACES = 256
 
 
 class NonFiniteLossError(TcdcnError):
@@ -83,9 +93,12 @@ class Trainer:
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         faces: tuple[list, list] | None = None,
         distributed: DistributedContext | None = None,
+        auxiliary_faces: tuple[list, list] | None = None,
     ) -> None:
-        """``distributed``: the process group to train in; by default joined from torchrun's environment
-        (a single-process context when there is none)."""
+        """``faces``: (training, validation) faces instead of ``data.train``'s carve; ``auxiliary_faces``:
+        (training, validation) auxiliary faces instead of ``data.auxiliary_train``'s carve. ``distributed``:
+        the process group to train in; by default joined from torchrun's environment (a single-process
+        context when there is none)."""
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.on_epoch = on_epoch
@@ -122,6 +135,7 @@ class Trainer:
         self.val_set = FaceDataset(val_faces, self.tasks, size, "gt")
         self.train_set.preload()
         self.val_set.preload()
+        self._init_auxiliary(auxiliary_faces)
 
         torch.manual_seed(cfg.train.seed)
         self.model = initial_network(cfg, self.task_names).to(self.device)
@@ -161,11 +175,46 @@ class Trainer:
         self.epoch_order: np.ndarray | None = None
         self.period_sums = np.zeros(len(self.tasks) + 1)  # running train losses since last evaluation
         self.period_count = 0
+        self.period_auxiliary = 0.0  # running auxiliary term since last evaluation (over the same batches)
         self.best_val_nme = math.inf
         self.history: list[dict[str, Any]] = []
         # The batch of the latest SGD step: what the gradient norms at an evaluation point are measured on.
         self.last_batch: dict[str, torch.Tensor] | None = None
         self.last_good_checkpoint: tuple[Path, int] | None = None  # (file, step) a fault falls back to
+
+    def _init_auxiliary(self, auxiliary_faces: tuple[list, list] | None) -> None:
+        """The auxiliary faces' datasets, their derivation matrix and how many join each step (none by default)."""
+        cfg = self.cfg
+        self.auxiliary_train_set: FaceDataset | None = None
+        self.auxiliary_val_set: FaceDataset | None = None
+        self.auxiliary_matrix: np.ndarray | None = None  # (Q, P)
+        self.auxiliary_derivation: torch.Tensor | None = None  # the same, float32 on the device
+        self.auxiliary_per_step = 0
+        if auxiliary_faces is None and cfg.data.auxiliary_train:
+            auxiliary_faces = split_auxiliary_faces(read_annotations(cfg.data.auxiliary_train), cfg.data)
+        if auxiliary_faces is None:
+            return
+        train_faces, val_faces = auxiliary_faces
+        if not train_faces:
+            raise ConfigError("data.auxiliary_train: no auxiliary training faces")
+        schemes = {f.scheme.name for f in (*train_faces, *val_faces)}
+        if len(schemes) != 1:
+            raise ConfigError(f"data.auxiliary_train: faces mix landmark schemes {sorted(schemes)}")
+        try:
+            self.auxiliary_matrix = derivation_matrix(self.scheme, train_faces[0].scheme)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"data.auxiliary_train: {exc.args[0]}") from None
+        size = cfg.model.input_size
+        self.auxiliary_train_set = FaceDataset(train_faces, (), size, "gt")
+        self.auxiliary_train_set.preload()
+        if val_faces:
+            count = min(AUXILIARY_VALIDATION_FACES, len(val_faces))
+            chosen = np.unique(np.linspace(0, len(val_faces) - 1, count).round().astype(int))
+            self.auxiliary_val_set = FaceDataset([val_faces[i] for i in chosen], (), size, "gt")
+            self.auxiliary_val_set.preload()
+        self.auxiliary_derivation = torch.from_numpy(self.auxiliary_matrix).float().to(self.device)
+        fraction = cfg.data.auxiliary_fraction
+        self.auxiliary_per_step = max(1, round(cfg.train.batch_size * fraction / (1 - fraction)))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -187,17 +236,21 @@ class Trainer:
         Augmentation parameters are drawn for the whole global batch on every rank, in the order a single
         process draws them (``FaceDataset.batch``), so the random state stays the same on all ranks and a
         run on N processes sees the crops a single-process run sees.
+
+        With auxiliary faces, their indices and augmentations are drawn next, for the whole step, and this
+        rank takes its slice of them too (``auxiliary_images``, ``auxiliary_landmarks``,
+        ``auxiliary_interocular``).
         """
         params = [draw_params(self.cfg.augment, self.rng) for _ in global_indices]
         start, stop = self.dist.shard(len(global_indices))
-        items = [self.train_set.sample(int(i), p) for i, p in zip(global_indices[start:stop], params[start:stop])]
-        crops, norms, labels, visible = zip(*items)
-        batch = {
-            "images": torch.from_numpy(np.stack(crops)[:, None]),  # (b, 1, S, S)
-            "landmarks": torch.from_numpy(np.stack(norms)),  # (b, P, 2)
-            "labels": torch.from_numpy(np.stack(labels)),  # (b, T)
-            "visible": torch.from_numpy(np.stack(visible)),  # (b, P)
-        }
+        batch = self.train_set.stack(global_indices[start:stop], params[start:stop])
+        if self.auxiliary_train_set is not None:
+            chosen = self.rng.integers(0, len(self.auxiliary_train_set), size=self.auxiliary_per_step)
+            aux_params = [draw_params(self.cfg.augment, self.rng) for _ in chosen]
+            first, last = self.dist.shard(len(chosen))
+            part = self.auxiliary_train_set.stack(chosen[first:last], aux_params[first:last])
+            batch.update(auxiliary_images=part["images"], auxiliary_landmarks=part["landmarks"],
+                         auxiliary_interocular=part["interocular"])
         return {k: v.to(self.device) for k, v in batch.items()}, (stop - start) / len(global_indices)
 
     # ---- the three steps ----------------------------------------------------------------------
@@ -217,11 +270,14 @@ class Trainer:
         cov_inv = self.covariance.inverse().float().to(self.device) if cfg.objective.use_covariance else None
         network = self.model if self.ddp is None else DataParallelView(self.ddp)
         coefficients = self.coefficients.tensor().to(self.device)
-        terms = tcdcn_objective(network, batch, coefficients, cov_inv, cfg.objective)  # type: ignore[arg-type]
+        terms = tcdcn_objective(network, batch, coefficients, cov_inv, cfg.objective,  # type: ignore[arg-type]
+                                self.auxiliary_derivation)
         total = terms["total"]
-        # [landmark loss, per-task losses (T), total] of this batch: over ranks, the global-batch means.
+        # [landmark loss, per-task losses (T), auxiliary term, total] of this batch: over ranks, the global-batch
+        # means (exact for the auxiliary term when every rank holds the same share of both kinds of faces).
+        auxiliary = terms["auxiliary"].item() if "auxiliary" in terms else 0.0
         batch_losses = np.concatenate([[terms["landmarks"].item()], terms["task_losses"].cpu().numpy(),
-                                       [total.item()]])
+                                       [auxiliary, total.item()]])
         if self.dist.is_distributed:
             batch_losses = self.dist.all_reduce_sum(batch_losses * share)
         # Decided on the reduced loss, so all ranks stop together instead of leaving the others waiting.
@@ -233,10 +289,13 @@ class Trainer:
         (total * (share * self.dist.world_size) if self.dist.is_distributed else total).backward()
         self.optimizer.step()
         self.step += 1
-        self.period_sums += batch_losses[:-1]
+        self.period_sums += batch_losses[:-2]
+        self.period_auxiliary += float(batch_losses[-2])
         self.period_count += 1
         out = {k: float(v.detach()) for k, v in terms.items() if v.ndim == 0}
         out["landmarks"], out["total"] = float(batch_losses[0]), float(batch_losses[-1])
+        if "auxiliary" in terms:
+            out["auxiliary"] = float(batch_losses[-2])
         out["lr"] = lr
         return out
 
@@ -266,7 +325,7 @@ class Trainer:
         self.model.train()
         cov_inv = self.covariance.inverse().float().to(self.device) if cfg.objective.use_covariance else None
         terms = tcdcn_objective(self.model, batch, self.coefficients.tensor().to(self.device), cov_inv,
-                                cfg.objective)
+                                cfg.objective, self.auxiliary_derivation)
         groups = {"shared": self.model.shared_parameters(),
                   "landmark_head": list(self.model.landmark_head.parameters())}
         return term_gradient_norms(terms, cfg.objective, groups)
@@ -282,6 +341,13 @@ class Trainer:
         each rank scores its slice and the sums are shared."""
         return score_on(self.model if model is None else model, dataset, self.scheme, len(self.tasks), self.dist,
                         self.device, batch_size)
+
+    def evaluate_auxiliary(self, dataset: FaceDataset | None = None) -> float:
+        """NME of the derived points on auxiliary faces (the auxiliary validation faces by default)."""
+        dataset = self.auxiliary_val_set if dataset is None else dataset
+        if dataset is None or self.auxiliary_matrix is None:
+            raise ValueError("no auxiliary faces to score")
+        return derived_error_on(self.model, dataset, self.auxiliary_matrix, self.dist, self.device)
 
     # ---- loop ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -360,7 +426,12 @@ class Trainer:
             "lr": last_terms.get("lr"),
             "seconds": seconds,
         }
+        if self.auxiliary_train_set is not None:
+            record["train_auxiliary_loss"] = self.period_auxiliary / max(1, self.period_count)
+            if self.auxiliary_val_set is not None:
+                record["val_auxiliary_nme"] = self.evaluate_auxiliary()
         self.period_sums[:] = 0
+        self.period_auxiliary = 0.0
         self.period_count = 0
         self.history.append(record)
         improved = val.nme < self.best_val_nme
@@ -373,8 +444,13 @@ class Trainer:
             atomic_save(self.weights(), self.out_dir / "best.pt")
         coeffs = " ".join(f"{n}={c:.2f}" for n, c in zip(self.task_names, coefficients))
         tasks = " ".join(f"{n}={v:.3f}" for n, v in zip(self.task_names, train_task[1:]))
-        log.info("epoch %.2f step %d | train lm %.4f %s | val lm %.4f nme %.2f%% | lambda %s | %.1fs",
-                 record["epoch"], self.step, train_task[0], tasks, val.landmark_loss, 100 * val.nme,
+        auxiliary = ""
+        if "train_auxiliary_loss" in record:
+            auxiliary = f" | aux train {record['train_auxiliary_loss']:.4f}"
+            if "val_auxiliary_nme" in record:
+                auxiliary += f" val nme {100 * record['val_auxiliary_nme']:.2f}%"
+        log.info("epoch %.2f step %d | train lm %.4f %s | val lm %.4f nme %.2f%%%s | lambda %s | %.1fs",
+                 record["epoch"], self.step, train_task[0], tasks, val.landmark_loss, 100 * val.nme, auxiliary,
                  coeffs, seconds)
         if self.on_epoch is not None:
             self.on_epoch(record)
@@ -427,6 +503,7 @@ class Trainer:
             "epoch_order": None if self.epoch_order is None else torch.from_numpy(self.epoch_order.copy()),
             "period_sums": torch.from_numpy(self.period_sums.copy()),
             "period_count": self.period_count,
+            "period_auxiliary": self.period_auxiliary,
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
@@ -478,6 +555,7 @@ class Trainer:
         self.epoch_order = None if order is None else order.numpy()
         self.period_sums = state["period_sums"].numpy().copy()
         self.period_count = int(state["period_count"])
+        self.period_auxiliary = float(state.get("period_auxiliary", 0.0))  # absent before auxiliary faces
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])

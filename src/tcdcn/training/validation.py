@@ -52,3 +52,20 @@ def score_on(model: torch.nn.Module, dataset: FaceDataset, scheme: LandmarkSchem
     all_errs = np.concatenate(dist.all_gather(np.concatenate(face_errs)))  # rank order = set order
     total = sums[1]
     return EvalResult(float(sums[0] / total), sums[2:] / total, nme(all_errs))
+
+
+@torch.no_grad()
+def derived_error_on(model: torch.nn.Module, dataset: FaceDataset, derivation: np.ndarray, dist: DistributedContext,
+                     device: torch.device, batch_size: int = 512) -> float:
+    """NME of the points ``derivation`` (Q, P) takes from ``model``'s P-point predictions, against ``dataset``'s
+    Q-point annotations, normalised by their scheme's inter-ocular distance (the auxiliary faces' score)."""
+    model.eval()
+    face_errs = [np.zeros(0)]
+    first, stop = dist.shard(len(dataset))
+    for start in range(first, stop, batch_size):
+        batch = dataset.batch(range(start, min(stop, start + batch_size)))
+        pred = model(batch["images"].to(device))[0].cpu().numpy()  # (b, P, 2)
+        derived = np.einsum("qp,bpc->bqc", derivation, pred)  # (b, Q, 2)
+        target = batch["landmarks"].numpy()
+        face_errs.append(normalised_face_errors(derived, target, dataset.scheme.interocular_distance(target)))
+    return nme(np.concatenate(dist.all_gather(np.concatenate(face_errs))))
