@@ -1,14 +1,15 @@
 """Accuracy and cost of test-time plans (box refinement, crops, mirror-averaging) on a validation split.
 
     python bench/test_time_plans.py [--model mtfl-5pt] [--config configs/mtfl-5pt.yaml] [--backend int8]
-        [--plans default,diagonal,...] [--time] [--out bench/results/test_time_plans-mtfl-5pt.jsonl]
+        [--plans refined,diagonal,grid] [--time] [--out bench/results/test_time_plans-mtfl-5pt.jsonl]
 
 Each plan is scored on the validation split the config carves from the training data (never a test set),
 with ground-truth boxes and with the default face detector's boxes (detections computed once and shared by
 every plan). ``--time`` also times each plan through ``predict``, one face per call on one thread, each
 pass right after a pass of dlib's 68-point shape predictor on the same faces: the ratio is the median over
-rounds of plan/dlib, so load that changes between rounds cancels. A plan
-counts network crops per face: refinement passes, then the last pass's crops (twice when mirror-averaged).
+rounds of plan/dlib, so load that changes between rounds cancels. A plan counts network crops per face:
+refinement passes, then the last pass's crops (twice when mirror-averaged). "diagonal" is the shipped
+models' default.
 """
 
 from __future__ import annotations
