@@ -87,15 +87,9 @@ def run_plan(model: CropLandmarkModel, plan: Plan) -> None:
         for _ in range(plan.refinements):
             previous = model._predict_crops(grey_images, rows, (CropJitter(),), 256, mirror=True)
             rows = model._refined_boxes(previous.landmarks, rows)
-        return plain_predict(model, grey_images, rows_to_boxes(rows), batch_size)
+        return plain_predict(model, grey_images, rows, batch_size)  # predict takes (F, 3) rows as boxes
 
     model.predict = predict  # type: ignore[method-assign]
-
-
-def rows_to_boxes(rows: np.ndarray) -> list[Any]:
-    from tcdcn.geometry import Box
-
-    return [Box(float(cx), float(cy), float(side)) for cx, cy, side in rows]
 
 
 def time_plans(model: CropLandmarkModel, plans: dict[str, Plan], faces: list[Any],

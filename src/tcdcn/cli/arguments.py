@@ -100,7 +100,7 @@ def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
                             "config's inference section says otherwise)")
     crops.add_argument("--grid", dest="multi_crop", action="store_const", const="grid",
                        help="the 3x3 grid of crops 0.04 box sides apart instead: the most accurate plan measured, "
-                            "at about 4x the default's time (docs/results.md; default: off)")
+                            "at about 3x the default's time (docs/results.md; default: off)")
     parser.add_argument("--box-refinements", type=int_in(0, MAX_BOX_REFINEMENTS), default=None, metavar="K",
                         help="re-frame each face K times on the box of its predicted points before the last "
                              "pass (default: the model's own, 1 for the shipped models and files exported from "

@@ -101,7 +101,7 @@ class LandmarkDetector:
     ``mirror_average``: also run each face mirrored and average (None: the model's default, on for the
     shipped models). ``multi_crop``: average the predictions of slightly moved face boxes: True keeps
     the model's own crops (the 3x3 grid when it has none), "grid" the 3x3 grid (the most accurate plan measured,
-    about 4x the default's time), False the box alone (None: the model's default, on for the shipped models).
+    about 3x the default's time), False the box alone (None: the model's default, on for the shipped models).
     ``box_refinements``: re-frame each face this many times on the box of its predicted points before the last
     pass (None: the model's default).
     """
