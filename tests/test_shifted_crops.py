@@ -18,8 +18,10 @@ from tcdcn.geometry import (
     box_from_landmarks,
     crop_matrices,
     crop_matrix,
+    from_normalised,
     invert_affine,
     invert_affines,
+    normalised_to_image,
     warp_shifted_crops,
 )
 from tcdcn.inference.loading import load_landmark_model
@@ -64,6 +66,20 @@ def test_vectorised_matrices_are_the_per_box_ones() -> None:
         np.testing.assert_array_equal(matrix, crop_matrix(Box(*box), 60))
         np.testing.assert_array_equal(invert_affines(matrix), invert_affine(crop_matrix(Box(*box), 60)))
         np.testing.assert_allclose(mapped, apply_affine(invert_affine(matrix), pts), rtol=0, atol=1e-12)
+
+
+def test_normalised_points_map_to_the_image_as_through_the_inverse_matrix() -> None:
+    boxes = np.array([[[40.2, 41.7, 80.0], [41.8, 43.3, 80.0]], [[131.8, 115.8, 181.3], [128.2, 112.2, 181.3]]])
+    matrices = crop_matrices(boxes, 60)  # (2, 2, 2, 3)
+    normalised = np.random.default_rng(0).uniform(-1.2, 1.2, size=(2, 2, 5, 2))  # (F, J, P, 2)
+    expected = apply_affines(invert_affines(matrices), from_normalised(normalised, 60))
+    np.testing.assert_allclose(normalised_to_image(matrices, normalised, 60), expected, rtol=0, atol=1e-9)
+    # By hand: the crop's centre is the box centre, its normalised corner (1, 1) half a side away.
+    np.testing.assert_allclose(normalised_to_image(crop_matrices(np.array([10.0, 20.0, 8.0]), 60),
+                                                   np.array([[0.0, 0.0], [1.0, 1.0]]), 60),
+                               [[10.0, 20.0], [14.0, 24.0]], atol=1e-12)
+    with pytest.raises(ValueError, match="axis-aligned"):
+        normalised_to_image(crop_matrix(Box(40.0, 40.0, 80.0), 60, rotation_deg=10.0), normalised[0, 0], 60)
 
 
 def test_one_box_gives_make_crop_exactly(aflw, w300) -> None:

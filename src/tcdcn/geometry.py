@@ -320,6 +320,18 @@ def _warp_shifted_crops_of_one_face(image: np.ndarray, matrices: np.ndarray, siz
     return out
 
 
+def normalised_to_image(matrices: np.ndarray, points_norm: np.ndarray, size: int) -> np.ndarray:
+    """Normalised crop points ``(..., P, 2)`` -> image pixels, through the axis-aligned crop matrices
+    ``(..., 2, 3)`` of ``crop_matrices`` (scale ``s`` on both axes, no rotation): ``(u - t) / s``. The same
+    points as ``apply_affines(invert_affines(m), from_normalised(p))`` in a few array operations, which
+    per-face inference pays twice per face."""
+    m = np.asarray(matrices, dtype=np.float64)
+    if m[..., 0, 1].any() or m[..., 1, 0].any() or (m[..., 0, 0] != m[..., 1, 1]).any():  # ndarray methods: cheap
+        raise ValueError("normalised_to_image needs axis-aligned crop matrices (crop_matrices); use apply_affines")
+    crop_px = from_normalised(np.asarray(points_norm, dtype=np.float64), size)  # (..., P, 2)
+    return (crop_px - m[..., None, :, 2]) / m[..., None, 0:1, 0]
+
+
 def to_normalised(points_crop: np.ndarray, size: int) -> np.ndarray:
     """Crop pixels -> [-1, 1] about the crop centre (the network's landmark targets)."""
     c = (size - 1) / 2.0
