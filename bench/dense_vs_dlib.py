@@ -3,7 +3,8 @@
 the CED, from the package's pure metric functions for both.
 
     python bench/dense_vs_dlib.py --model 300w-68pt --split configs/splits/helen-test.txt \
-        --out bench/results/dense_vs_dlib.json [--flip --multi-crop --box-refinements 1]
+        --out bench/results/dense_vs_dlib.json [--ced bench/results/dense_vs_dlib-ced.png] \
+        [--flip --multi-crop --box-refinements 1]
 
 ``--split`` lists the faces (image paths relative to ``--data``); the default is the held-out Helen test
 split, on which a model must not have been trained or chosen. Boxes: the ground-truth convention box
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--split", type=Path, default=SPLIT)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--ced", type=Path, default=None, help="PNG of both predictors' CED (inter-ocular)")
     add_test_time_arguments(p)
     args = p.parse_args(argv)
     wanted = read_split(args.split)
@@ -92,12 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
+    if args.ced:
+        from tcdcn.evaluation.plots import save_ced_comparison
+
+        args.ced.parent.mkdir(parents=True, exist_ok=True)
+        save_ced_comparison({(args.model if name == "tcdcn" else "dlib 68-point predictor"):
+                             (np.array(result[name]["ced"]["thresholds"]), np.array(result[name]["ced"]["fractions"]))
+                             for name in ("tcdcn", "dlib") if name in result}, args.ced)
     for name in ("tcdcn", "dlib"):
         if name in result:
             r = result[name]
             regions = ", ".join(f"{k} {100 * v:.2f}%" for k, v in r["per_region"].items())
             print(f"{name}: inter-ocular {100 * r['nme_interocular']:.2f}%, "
                   f"inter-pupil {100 * r['nme_interpupil']:.2f}%, failures {100 * r['failure_rate']:.1f}%; {regions}")
+            curve = zip(r["ced"]["thresholds"], r["ced"]["fractions"])
+            shown = [(t, f) for t, f in curve if round(100 * t, 6) in (2, 3, 4, 6, 8)]
+            under = ", ".join(f"{100 * f:.0f}% under {100 * t:.0f}%" for t, f in shown)
+            print(f"  CED: {under}")
     return 0
 
 

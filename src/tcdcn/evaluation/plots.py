@@ -46,13 +46,20 @@ def pyplot(purpose: str = "drawing a figure") -> Any:
 
 def save_ced_figure(thresholds: np.ndarray, fractions: np.ndarray, path: Path, label: str = "") -> Path:
     """The cumulative error distribution (fraction of faces at or below each normalised error) as a PNG."""
+    return save_ced_comparison({label: (thresholds, fractions)}, path)
+
+
+def save_ced_comparison(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Several predictors' CEDs on the same faces, one line each (label -> thresholds, fractions), as a PNG;
+    an empty label draws no legend."""
     plt = pyplot("the CED figure (--ced)")
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(thresholds, fractions, label=label or None)
+    for label, (thresholds, fractions) in curves.items():
+        ax.plot(thresholds, fractions, label=label or None)
     ax.set_xlabel("mean error / inter-ocular distance")
     ax.set_ylabel("fraction of faces")
     ax.grid(alpha=0.3)
-    if label:
+    if any(curves):
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
