@@ -22,6 +22,7 @@ from tcdcn.geometry import box_from_landmarks
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.io.images import load_image, to_grey
 from tcdcn.models.checkpoint import atomic_save, read_checkpoint
+from tcdcn.models.network import standardise
 from tcdcn.schemes import IBUG_68, MTFL_5
 from tcdcn.training.trainer import Trainer
 
@@ -164,7 +165,32 @@ def test_features_only_transfer_to_a_larger_crop(
     with pytest.raises(CheckpointError, match="init_layers"):
         transfer_trainer(faces_68, tmp_path / "all", source_checkpoint, "all", input_size=72)
     with pytest.raises(CheckpointError, match="channels"):
-        transfer_trainer(faces_68, tmp_path / "ch", source_checkpoint, "features", channels=(20, 48, 64, 96))
+        transfer_trainer(faces_68, tmp_path / "ch", source_checkpoint, "features", channels=(20, 40, 64, 80))
+    with pytest.raises(CheckpointError, match="kernels"):
+        transfer_trainer(faces_68, tmp_path / "k", source_checkpoint, "features", kernels=(5, 5, 3, 5))
+
+
+def test_features_transfer_into_a_wider_network_keeps_the_source_features(
+    faces_68: list[FaceAnnotation], source_checkpoint: Path, tmp_path: Path
+) -> None:
+    # Wider layers: the source's filters fill the leading channels and read only the source's channels
+    # below, so at the start those channels of every layer compute the source's features exactly.
+    source = LandmarkModel.load(source_checkpoint).network
+    wider = (24, 52, 70, 90)
+    trainer = transfer_trainer(faces_68, tmp_path, source_checkpoint, "features", input_size=72, channels=wider)
+    network = trainer.model
+    assert [m.out_channels for m in network.features if isinstance(m, torch.nn.Conv2d)] == list(wider)
+    crops = torch.rand(3, 1, 72, 72) * 255
+    x_source, x_wide = standardise(crops), standardise(crops)
+    with torch.no_grad():
+        for src_module, module in zip(source.features, network.features):
+            x_source, x_wide = src_module(x_source), module(x_wide)
+            torch.testing.assert_close(x_wide[:, :x_source.shape[1]], x_source, rtol=0, atol=1e-5)
+            if isinstance(module, torch.nn.Conv2d):  # the added filters start fresh, not as copies
+                assert x_wide.shape[1] > x_source.shape[1]
+                assert not torch.equal(module.weight[x_source.shape[1]:].abs().sum(), torch.tensor(0.0))
+    trainer.fit()
+    assert np.isfinite(trainer.history[-1]["val_nme"])
 
 
 def test_init_from_a_missing_file_is_rejected(faces_68: list[FaceAnnotation], tmp_path: Path) -> None:

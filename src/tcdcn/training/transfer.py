@@ -2,13 +2,19 @@
 
 ``train.init_layers: all`` copies the conv filters and the shared fully connected layer and swaps the heads
 that do not fit (a landmark head for another number of points, an attribute head for other tasks);
-``features`` copies the conv filters only, so the crop size and the representation may differ.
+``features`` copies the conv filters only, so the crop size and the representation may differ; the
+network may also be wider than the source (as many or more filters per layer): the source's filters fill
+each layer's leading channels, reading only the source's channels of the layer below (their weights on the
+added input channels start at zero), so those channels compute the source's features at the start and the
+added filters start fresh.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 from ..config import Config
 from ..errors import CheckpointError
@@ -30,11 +36,14 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
     model, src_cfg, _scheme, src_tasks = model_from_state(state, cfg.train.init_from)
     if cfg.train.init_layers == "features":
         # Conv filters only: they do not depend on the crop size, fc and heads do.
-        for key in ("channels", "kernels"):
-            if getattr(src_cfg.model, key) != getattr(cfg.model, key):
-                raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's")
+        source_channels, channels = tuple(src_cfg.model.channels), tuple(cfg.model.channels)
+        if tuple(src_cfg.model.kernels) != tuple(cfg.model.kernels):
+            raise CheckpointError(f"{cfg.train.init_from}: model.kernels differs from this config's")
+        if len(source_channels) != len(channels) or any(c < s for c, s in zip(channels, source_channels)):
+            raise CheckpointError(f"{cfg.train.init_from}: model.channels {list(source_channels)} cannot fill "
+                                  f"this config's {list(channels)} (same layers, as many or more filters each)")
         fresh = TCDCN(cfg.model, len(task_names))
-        fresh.features.load_state_dict(model.features.state_dict())
+        copy_filters_into_leading_channels(model, fresh)
         fresh.train()
         return fresh
     for key in ("input_size", "channels", "kernels", "feature_dim"):
@@ -48,3 +57,18 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
     model.config = cfg.model
     model.train()
     return model
+
+
+def copy_filters_into_leading_channels(source: TCDCN, target: TCDCN) -> None:
+    """``source``'s conv filters into the leading output channels of ``target``'s (as wide or wider) layers.
+
+    A copied filter's weights on the target's added input channels are set to zero, so the leading channels
+    of every layer compute exactly the source's features; equal widths copy the layers whole."""
+    source_convs = [m for m in source.features if isinstance(m, torch.nn.Conv2d)]
+    target_convs = [m for m in target.features if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for src, dst in zip(source_convs, target_convs):
+            out_channels, in_channels = src.weight.shape[:2]
+            dst.weight[:out_channels].zero_()
+            dst.weight[:out_channels, :in_channels] = src.weight  # (C_out, C_in, k, k)
+            dst.bias[:out_channels] = src.bias
