@@ -115,6 +115,47 @@ def test_onnx_sessions_treat_denormals_as_zero(tmp_path: Path) -> None:
     assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
 
 
+FLUSH_TO_ZERO_AFTER_SESSIONS = """
+import torch
+from tcdcn.inference.backends.torch import LandmarkModel
+from tcdcn.inference.detectors import FaceDetector
+from tcdcn.inference.loading import load_landmark_model
+
+def flush_to_zero_on():
+    return bool((torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() == 0.0)
+
+LandmarkModel.load("mtfl-5pt")  # turns flush-to-zero on
+before = flush_to_zero_on()
+FaceDetector()  # the process's first onnxruntime sessions: these set the thread's state
+load_landmark_model("mtfl-5pt", "int8")
+print(before, flush_to_zero_on())
+"""
+
+
+def test_package_sessions_leave_torch_flush_to_zero_on() -> None:
+    """onnxruntime sets the building thread's flush-to-zero from the session option when it builds a
+    session (the first in a process, at least), so a session built without the option turned torch's off:
+    the face detector's did. In a fresh process, the package's sessions keep it on."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FLUSH_TO_ZERO_AFTER_SESSIONS], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.split() == ["True", "True"], done.stderr[-2000:]
+
+
+def test_torch_backend_turns_flush_to_zero_back_on_in_each_call() -> None:
+    # Someone else's code (an onnxruntime session built without the option, say) switched it off.
+    model = random_model()  # a torch LandmarkModel
+    try:
+        torch.set_flush_denormal(False)
+        assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0
+        model.run_network(np.zeros((1, 1, 60, 60), dtype=np.float32))
+        assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(True)
+
+
 def _adam_on_decay_only(steps: int) -> torch.Tensor:
     """Weights whose only gradient is an L2 decay, under Adam at the training configs' rate and decay."""
     torch.manual_seed(0)

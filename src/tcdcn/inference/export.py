@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import TcdcnError
 from ..io.atomic import atomic_write_bytes
-from ..models.denormals import flush_onnx_initializers
+from ..models.denormals import cpu_session_options, flush_onnx_initializers
 from ..models.registry import options_record
 from .backends.onnx import FORMAT_NAME, FORMAT_VERSION
 
@@ -135,7 +135,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """metadata_props of an ONNX file (reads the graph header only through onnxruntime: no torch)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), cpu_session_options(), providers=["CPUExecutionProvider"])
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

@@ -112,3 +112,18 @@ def onnx_denormal_count(onnx_model: Any) -> int:
     from onnx import numpy_helper
 
     return count_denormals(numpy_helper.to_array(t) for t in onnx_model.graph.initializer)
+
+
+def cpu_session_options(threads: int = 1) -> Any:
+    """onnxruntime session options for the package's CPU sessions, with denormals treated as zero.
+
+    onnxruntime sets the flush-to-zero / denormals-are-zero state of the thread that builds a session from
+    this option, on or off, so one session built without it switches off the flush-to-zero that
+    ``enable_flush_to_zero`` turned on for torch in that thread; every session the package builds sets it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1  # the graphs are chains: no parallel branches to run
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return options

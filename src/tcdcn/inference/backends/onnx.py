@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import BackendError, CheckpointError
+from ...models.denormals import cpu_session_options
 from ...models.registry import apply_options_record
 from ...schemes import LandmarkScheme, get_scheme
 from ..pipeline import ONNX_CROPS_PER_CALL, CropLandmarkModel
@@ -50,12 +51,9 @@ class OnnxLandmarkModel(CropLandmarkModel):
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such ONNX file")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1  # the graph is a chain: no parallel branches to run
-        options.graph_optimization_level = levels[optimization]
         # Denormal activations or weights (a user's own export) cost some x86 CPUs many times the time.
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        options = cpu_session_options(threads)
+        options.graph_optimization_level = levels[optimization]
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types

@@ -51,6 +51,10 @@ class LandmarkModel(CropLandmarkModel):
 
     def run_network(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,1,S,S) crops -> normalised landmarks (N,P,2) and attribute logits (N,T)."""
+        # Again per call: an onnxruntime session built since (another library's, say) may have switched the
+        # thread's flush-to-zero off (tcdcn.models.denormals.cpu_session_options); the call costs well under
+        # a microsecond.
+        enable_flush_to_zero()
         with torch.inference_mode():
             landmarks, logits = self.network(torch.from_numpy(crops))
         return landmarks.numpy(), logits.numpy()

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ...geometry import Box
+from ...models.denormals import cpu_session_options
 
 # The detector models shipped with the package (ONNX files and their licences).
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -178,10 +179,7 @@ def onnx_session(path: Path, threads: int) -> Any:
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: detector model missing from the installed package")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), cpu_session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
