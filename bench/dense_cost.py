@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from host import host_facts
-from speed import dlib_rectangle, load_dlib
+from speed import dlib_predictor_on_boxes
 
 from tcdcn.data.formats import read_annotations
 from tcdcn.geometry import box_from_landmarks
@@ -53,12 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
     five = load_landmark_model(args.five_point_model)
     dense = load_landmark_model(args.dense_model)
-    dlib_parts = load_dlib()
-    if dlib_parts is None:
-        raise SystemExit("bench/dense_cost.py needs dlib (pip install 'tcdcn[bench]')")
-    dlib, model_file = dlib_parts
-    predictor = dlib.shape_predictor(model_file)
-    rects = [dlib_rectangle(dlib, b, True) for b in boxes]
+    predictor, rects = dlib_predictor_on_boxes(boxes, "bench/dense_cost.py")
 
     calls: dict[str, Callable[[int], Any]] = {
         "dlib": lambda i: predictor(greys[i], rects[i]),

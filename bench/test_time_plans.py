@@ -98,7 +98,7 @@ def time_plans(model: CropLandmarkModel, plans: dict[str, Plan], faces: list[Any
     predictor over the same faces, ``repeats`` rounds: the best ms per face of each, and the median over
     rounds of the plan/dlib ratio (robust to load that changes between rounds)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from speed import dlib_rectangle, load_dlib
+    from speed import dlib_predictor_on_boxes
 
     greys = [to_grey(load_image(f.image_path)) for f in faces]
     boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
@@ -109,12 +109,7 @@ def time_plans(model: CropLandmarkModel, plans: dict[str, Plan], faces: list[Any
             call(i)
         return 1000.0 * (time.perf_counter() - start) / len(greys)
 
-    dlib_parts = load_dlib()
-    if dlib_parts is None:
-        raise SystemExit("--time needs dlib (pip install 'tcdcn[bench]')")
-    dlib, model_file = dlib_parts
-    predictor = dlib.shape_predictor(model_file)
-    rects = [dlib_rectangle(dlib, b, True) for b in boxes]
+    predictor, rects = dlib_predictor_on_boxes(boxes, "--time")
 
     def reference(i: int) -> Any:
         return predictor(greys[i], rects[i])
