@@ -2,6 +2,10 @@
 
     python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--box gt|detect]
         [--backend auto|onnx|int8|torch] [--flip] [--multi-crop] [--box-refinements K]
+        [--split validation|train] [--limit N]
+
+``--split train`` scores the faces the model was trained on instead (the first ``--limit`` of them), to
+tell a model that cannot fit its training faces from one that fits them and does not generalise.
 
 The split is the one ``Trainer`` uses (``data.validation_fraction``, ``data.split_seed``); faces are
 framed with the ground-truth box convention (``--box gt``, as during training) or by the default face
@@ -29,18 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="mtfl-5pt")
     p.add_argument("--box", choices=("gt", "detect"), default="gt")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--split", choices=("validation", "train"), default="validation")
+    p.add_argument("--limit", type=int, default=0, help="score the first N faces of the split (0: all)")
     add_test_time_arguments(p)
     args = p.parse_args(argv)
     cfg = load_config(args.config)
-    _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
+    train_faces, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
+    faces = val_faces if args.split == "validation" else train_faces
+    if args.limit > 0:
+        faces = faces[: args.limit]
     model = load_landmark_model(args.model, args.backend)
     apply_test_time_arguments(model, args)
     detector = None
     if args.box == "detect":
         face_detector = FaceDetector()
         detector = lambda rgb: [d.box for d in face_detector(rgb)]  # noqa: E731
-    summary = evaluate(model, val_faces, box=args.box, detector=detector).summary()
-    summary.update(model=args.model, config=args.config, backend=args.backend,
+    summary = evaluate(model, faces, box=args.box, detector=detector).summary()
+    summary.update(model=args.model, config=args.config, backend=args.backend, split=args.split, faces=len(faces),
                    detector=face_detector.backend if detector else None, **test_time_summary(model))
     print(json.dumps(summary))
     return 0
