@@ -22,6 +22,7 @@ from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.evaluation.protocol import evaluate
+from tcdcn.geometry import box_from_landmarks
 from tcdcn.inference.detectors import FaceDetector
 from tcdcn.inference.loading import BACKENDS, load_landmark_model
 from tcdcn.inference.test_time import test_time_summary
@@ -48,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.box == "detect":
         face_detector = FaceDetector()
         detector = lambda rgb: [d.box for d in face_detector(rgb)]  # noqa: E731
+    # The normalising distance in crop pixels: what an error of 1% is on the network's input.
+    interocular = [float(model.scheme.interocular_distance(f.landmarks[None])[0])
+                   / box_from_landmarks(f.landmarks, model.scheme).side * model.input_size for f in faces]
     summary = evaluate(model, faces, box=args.box, detector=detector).summary()
     summary.update(model=args.model, config=args.config, backend=args.backend, split=args.split, faces=len(faces),
+                   interocular_crop_pixels=sum(interocular) / len(interocular),
                    detector=face_detector.backend if detector else None, **test_time_summary(model))
     print(json.dumps(summary))
     return 0
