@@ -251,9 +251,10 @@ def build_markdown(study: Study, results: RunResults, figures: dict[str, Path], 
         "of the first grid (4-epoch runs at settings where the method did not act) are in "
         "reports/studies_results_2026-11/ and are not used here.",
         "",
-        "The grid runs in the background with one worker, `nohup tcdcn study --workers 1 --threads 1 > "
-        "runs/studies-grid.log 2>&1 &`; the same command resumes it after an interruption (finished runs are "
-        "skipped, a partial one continues from its last.pt), and `tcdcn study --list` shows each run's state.",
+        "The grid runs in the background, `nohup tcdcn study --workers 1 --threads 1 > runs/studies-grid.log "
+        "2>&1 &`, once per core to give (each process claims the next run nobody holds); the same command "
+        "resumes it after an interruption (finished runs are skipped, a partial one continues from its "
+        "last.pt), and `tcdcn study --list` shows each run's state.",
         "",
     ]
     out += ["## Deviations from the paper", ""] + [f"- {d}" for d in DEVIATIONS] + [""]
