@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from tcdcn.cli.arguments import add_test_time_arguments, apply_test_time_arguments
 from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
@@ -26,6 +28,17 @@ from tcdcn.geometry import box_from_landmarks
 from tcdcn.inference.detectors import FaceDetector
 from tcdcn.inference.loading import BACKENDS, load_landmark_model
 from tcdcn.inference.test_time import test_time_summary
+from tcdcn.schemes import LandmarkScheme
+
+
+def interocular_crop_pixels(landmarks: np.ndarray, scheme: LandmarkScheme, input_size: int) -> float:
+    """The normalising distance in crop pixels (what an error of 1% is on the network's input); NaN for a face
+    whose points give no box."""
+    try:
+        side = box_from_landmarks(landmarks, scheme).side
+    except ValueError:
+        return float("nan")
+    return float(scheme.interocular_distance(landmarks[None])[0]) / side * input_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,12 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.box == "detect":
         face_detector = FaceDetector()
         detector = lambda rgb: [d.box for d in face_detector(rgb)]  # noqa: E731
-    # The normalising distance in crop pixels: what an error of 1% is on the network's input.
-    interocular = [float(model.scheme.interocular_distance(f.landmarks[None])[0])
-                   / box_from_landmarks(f.landmarks, model.scheme).side * model.input_size for f in faces]
+    interocular = [interocular_crop_pixels(f.landmarks, model.scheme, model.input_size) for f in faces]
     summary = evaluate(model, faces, box=args.box, detector=detector).summary()
     summary.update(model=args.model, config=args.config, backend=args.backend, split=args.split, faces=len(faces),
-                   interocular_crop_pixels=sum(interocular) / len(interocular),
+                   interocular_crop_pixels=float(np.nanmean(interocular)) if faces else None,
                    detector=face_detector.backend if detector else None, **test_time_summary(model))
     print(json.dumps(summary))
     return 0
