@@ -2,12 +2,15 @@
 boxes, with dlib's 68-point shape predictor timed in the same rounds.
 
     python bench/dense_cost.py --out bench/results/dense_cost.json [--faces 300] [--repeats 9]
+        [--flip/--no-flip --multi-crop/--no-multi-crop --box-refinements K --local-stage/--no-local-stage]
+        [--stage-mirror]
 
 Faces: the first ``--faces`` of the 300-W faces in ``../shared`` (full-size photos, as a user's), framed by
 the ground-truth convention box; one face per ``predict`` call, one thread, each model's default backend
-and test-time plan. Each round times a pass of dlib, then the 5-point model, then the 68-point model over
-all faces; the ratios are medians over rounds of the per-round ratios (robust to load that changes between
-rounds), the ms figures the best pass of each. Needs the ``bench`` extra for dlib.
+and test-time plan (the test-time switches change the 68-point model's). Each round times a pass of dlib, then
+the 5-point model, then the 68-point model over all faces; the ratios are medians over rounds of the per-round
+ratios (robust to load that changes between rounds), the ms figures the best pass of each. Needs the ``bench``
+extra for dlib.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from host import host_facts
 from speed import dlib_predictor_on_boxes
 
+from tcdcn.cli.arguments import add_test_time_arguments, apply_test_time_arguments
 from tcdcn.data.formats import read_annotations
 from tcdcn.geometry import box_from_landmarks
 from tcdcn.inference.loading import load_landmark_model
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, default=300)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--out", type=Path, default=None)
+    add_test_time_arguments(p)
+    p.add_argument("--stage-mirror", action="store_true", help="mirror-average the 68-point model's local stage")
     args = p.parse_args(argv)
     if args.faces < 1 or args.repeats < 1:
         p.error("--faces and --repeats must be at least 1")
@@ -53,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     boxes = [box_from_landmarks(f.landmarks, f.scheme) for f in faces]
     five = load_landmark_model(args.five_point_model)
     dense = load_landmark_model(args.dense_model)
+    apply_test_time_arguments(dense, args)
+    if args.stage_mirror and dense.local_stage is not None:
+        dense.local_stage.mirror_average = True
     predictor, rects = dlib_predictor_on_boxes(boxes, "bench/dense_cost.py")
 
     calls: dict[str, Callable[[int], Any]] = {
@@ -78,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "faces": len(faces), "data": str(args.data), "repeats": args.repeats, "host": host_facts(),
         "five_point_model": {"model": args.five_point_model, "backend": five.describe_backend(),
                              **test_time_summary(five)},
-        "dense_model": {"model": args.dense_model, "backend": dense.describe_backend(), **test_time_summary(dense)},
+        "dense_model": {"model": args.dense_model, "backend": dense.describe_backend(), **test_time_summary(dense),
+                        "stage_mirror": bool(dense.local_stage is not None and dense.local_stage.mirror_average)},
         "best_ms_per_face": {name: min(values) for name, values in times.items()},
         "median_dense_over_five_point": median([times["dense"][r] / times["five_point"][r] for r in rounds]),
         "median_five_point_over_dlib": median([times["five_point"][r] / times["dlib"][r] for r in rounds]),

@@ -345,7 +345,7 @@ def test_exported_shipped_model_runs_like_the_shipped_model(mtfl_test_faces, tmp
     assert (exported.mirror_average, exported.multi_crop, exported.box_refinements) == (
         record.mirror_average, record.multi_crop, record.box_refinements)
     assert test_time_summary(exported) == test_time_summary(shipped) == {
-        "flip": True, "crops_per_face": len(record.multi_crop), "box_refinements": 1}
+        "flip": True, "crops_per_face": len(record.multi_crop), "box_refinements": 1, "local_stage": False}
     dataset = FaceDataset(mtfl_test_faces[:6], box_mode="image")
     greys = [dataset.image(i) for i in range(len(dataset))]
     boxes = [dataset.box(i) for i in range(len(dataset))]

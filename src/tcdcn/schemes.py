@@ -39,6 +39,10 @@ class LandmarkScheme:
     # Named groups of points (face regions) that per-region errors are reported over.
     regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
     derived_schemes: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
+    # Named groups of points that the local stage (tcdcn.inference.local_stage) cuts one patch around each;
+    # disjoint, and closed under mirroring (a group's mirror partners form a group), so a mirrored face keeps
+    # every point in a group of the same shape.
+    patch_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
     _flip_index: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +64,13 @@ class LandmarkScheme:
         for region, indices in self.regions:
             if not indices or any(not 0 <= i < n for i in indices):
                 raise ValueError(f"scheme {self.name}: region {region!r} has indices outside 0..{n - 1}")
+        if self.patch_groups:
+            grouped = [i for _, group in self.patch_groups for i in group]
+            if len(grouped) != len(set(grouped)) or any(not 0 <= i < n for i in grouped):
+                raise ValueError(f"scheme {self.name}: patch groups overlap or hold indices outside 0..{n - 1}")
+            groups = {frozenset(group) for _, group in self.patch_groups}
+            if any(frozenset(perm[i] for i in group) not in groups for group in groups):
+                raise ValueError(f"scheme {self.name}: the mirror image of a patch group is not a patch group")
         object.__setattr__(self, "_flip_index", tuple(perm))
 
     @property
@@ -147,6 +158,10 @@ IBUG_68 = LandmarkScheme(
     description="300-W / iBUG 68 points, 0-based.",
     regions=(("contour", tuple(range(0, 17))), ("brows", tuple(range(17, 27))), ("nose", tuple(range(27, 36))),
              ("eyes", tuple(range(36, 48))), ("mouth", tuple(range(48, 68)))),
+    patch_groups=(("jaw_left", tuple(range(0, 6))), ("chin", tuple(range(6, 11))),
+                  ("jaw_right", tuple(range(11, 17))), ("brow_eye_left", tuple(range(17, 22)) + tuple(range(36, 42))),
+                  ("brow_eye_right", tuple(range(22, 27)) + tuple(range(42, 48))), ("nose", tuple(range(27, 36))),
+                  ("mouth", tuple(range(48, 68)))),
 )
 
 SCHEMES: dict[str, LandmarkScheme] = {s.name: s for s in (MTFL_5, IBUG_68)}

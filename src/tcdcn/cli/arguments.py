@@ -8,6 +8,7 @@ import argparse
 import math
 from collections.abc import Callable
 
+from ..errors import BackendError
 from ..inference.pipeline import CropLandmarkModel
 from ..inference.test_time import MAX_BOX_REFINEMENTS, set_test_time_options
 from ..progress import DEFAULT_INTERVAL_S, configure
@@ -105,8 +106,14 @@ def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
                         help="re-frame each face K times on the box of its predicted points before the last "
                              "pass (default: the model's own, 1 for the shipped models and files exported from "
                              "them, 0 for trained checkpoints unless their config says otherwise)")
+    parser.add_argument("--local-stage", action=argparse.BooleanOptionalAction, default=None,
+                        help="refine the points on patches around them with the model's local stage (default: on "
+                             "for 300w-68pt, the one model that ships one)")
 
 
 def apply_test_time_arguments(model: CropLandmarkModel, args: argparse.Namespace) -> None:
     """``set_test_time_options`` from the switches ``add_test_time_arguments`` added."""
-    set_test_time_options(model, args.flip, args.multi_crop, args.box_refinements)
+    try:
+        set_test_time_options(model, args.flip, args.multi_crop, args.box_refinements, args.local_stage)
+    except ValueError as exc:
+        raise BackendError(f"--local-stage: {exc}") from None

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import TcdcnError
+from ..errors import BackendError, TcdcnError
 from ..inference.api import FaceResult, LandmarkDetector, rescale_face
 from ..inference.loading import BACKENDS
 from ..inference.test_time import describe_test_time
@@ -239,9 +239,13 @@ def _run_locked(args: argparse.Namespace, out: Path, mode: str, draw: bool, inpu
                     else f"{PROGRESS_NAME} is missing, so they cannot be resumed; replace them with --overwrite")
             raise TcdcnError(f"{out}: holds results of an earlier run ({names}); {hint}")
 
-    detector = LandmarkDetector(args.model, backend=args.backend, max_side=args.max_side,
-                                mirror_average=args.flip, multi_crop=args.multi_crop,
-                                box_refinements=args.box_refinements, max_pixels=args.max_pixels)
+    try:
+        detector = LandmarkDetector(args.model, backend=args.backend, max_side=args.max_side,
+                                    mirror_average=args.flip, multi_crop=args.multi_crop,
+                                    box_refinements=args.box_refinements, max_pixels=args.max_pixels,
+                                    local_stage=args.local_stage)
+    except ValueError as exc:  # a test-time switch the model cannot honour
+        raise BackendError(f"{args.model}: {exc}") from None
     log.info("backend: %s", detector.model.describe_backend())
     log.info("%s", describe_test_time(detector.model, detector.default_test_time))
     point_names = tuple(detector.model.scheme.point_names)

@@ -38,6 +38,8 @@ class LandmarkBackend(Protocol):
     mirror_average: bool
     multi_crop: tuple[Any, ...]
     box_refinements: int
+    local_stage: Any
+    use_local_stage: bool
 
     @property
     def scheme(self) -> Any: ...
@@ -103,17 +105,18 @@ class LandmarkDetector:
     the model's own crops (the 3x3 grid when it has none), "grid" the 3x3 grid (the most accurate plan measured,
     about 3x the default's time), False the box alone (None: the model's default, on for the shipped models).
     ``box_refinements``: re-frame each face this many times on the box of its predicted points before the last
-    pass (None: the model's default).
+    pass (None: the model's default). ``local_stage``: refine the points on patches around them with the model's
+    local stage (None: the model's default, on for ``300w-68pt``; True for a model without one: ValueError).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, backend: str = "auto", face_detector: Any = None,
                  max_side: int = DEFAULT_MAX_SIDE, mirror_average: bool | None = None,
                  multi_crop: bool | str | None = None, box_refinements: int | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, local_stage: bool | None = None) -> None:
         self.model = load_backend(model, backend)
         # The model's own test-time options, before the overrides (reported beside those that run).
         self.default_test_time = test_time_summary(self.model)
-        set_test_time_options(self.model, mirror_average, multi_crop, box_refinements)
+        set_test_time_options(self.model, mirror_average, multi_crop, box_refinements, local_stage)
         if face_detector is None:
             from .detectors import FaceDetector
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import BackendError, CheckpointError
 from ..models.registry import SHIPPED, apply_test_time_defaults, sha256_of
 from .backends.onnx import OnnxLandmarkModel
+from .local_stage import LocalStage
 from .pipeline import CropLandmarkModel
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
@@ -49,6 +50,19 @@ def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
     return path
 
 
+def shipped_local_stage(name: str, threads: int = 1) -> LocalStage | None:
+    """The local stage a shipped model's card names (checksum verified), or None (not shipped, or none)."""
+    record = SHIPPED.get(name)
+    if record is None or not record.local_stage_file:
+        return None
+    path = record.path("local_stage")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: shipped model {name!r} has no local-stage file in this installation")
+    if record.local_stage_sha256 and sha256_of(path) != record.local_stage_sha256:
+        raise CheckpointError(f"{path}: sha256 does not match the expected {record.local_stage_sha256[:12]}...")
+    return LocalStage(path, threads=threads)
+
+
 def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads: int = 1) -> CropLandmarkModel:
     """A landmark model on the chosen backend: ``LandmarkModel`` (torch) or ``OnnxLandmarkModel``.
 
@@ -73,7 +87,9 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
             raise BackendError(f"{text}: backend 'torch' asked for but torch is not installed")
         from .backends.torch import LandmarkModel
 
-        return LandmarkModel.load(text)
+        torch_model = LandmarkModel.load(text)
+        torch_model.local_stage = shipped_local_stage(text, threads)
+        return torch_model
     record = SHIPPED.get(text)
     if backend == "auto" and record is not None:
         backend = record.auto_backend
@@ -84,6 +100,7 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     if shipped is not None:
         model = OnnxLandmarkModel(shipped, threads=threads, source=text)
         apply_test_time_defaults(model, text)
+        model.local_stage = shipped_local_stage(text, threads)
         return model
     if not has_torch:
         raise BackendError(f"{text}: a torch checkpoint needs torch; without it, pass an .onnx file "

@@ -19,6 +19,7 @@ from ..attributes import ALL_TASKS, AttributeTask, flip_permutation
 from ..data.transforms import box_array, make_jittered_crops
 from ..geometry import BOX_SCALE, Box, CropJitter, box_from_landmarks, invert_affines, normalised_to_image
 from ..schemes import LandmarkScheme
+from .local_stage import LocalStage
 
 # Faces whose crops are built together (bounded memory).
 FACES_PER_BLOCK = 256
@@ -66,6 +67,10 @@ class CropLandmarkModel:
     # The multi-crop grid's crops of a face share one area reduction (geometry.warp_shifted_crops); False
     # reduces once per crop, bit for bit the crops of data.transforms.make_crop, at a higher cost.
     shared_crop_reduction: bool = True
+    # A second pass on patches around the last pass's points (dense models; tcdcn.inference.local_stage), run when
+    # ``use_local_stage`` is set: a shipped model's card ships it and switches it on.
+    local_stage: LocalStage | None = None
+    use_local_stage: bool = False
 
     def crops(self, grey_images: Sequence[np.ndarray], boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
         """(N, 1, S, S) float32 crops and (N, 2, 3) crop->image matrices (as LandmarkModel.crops)."""
@@ -93,7 +98,8 @@ class CropLandmarkModel:
 
         With ``box_refinements`` K > 0, the box alone is predicted K times (one crop, not mirrored), each
         time re-framed on the box the face-box convention derives from the previous answer's points,
-        before the last pass (which runs ``multi_crop`` when set, and the mirror images when set). With
+        before the last pass (which runs ``multi_crop`` when set, and the mirror images when set); with
+        ``use_local_stage`` and a ``local_stage``, its patches then refine the last pass's points. With
         ``multi_crop`` set, each face is cropped once per ``CropJitter`` of its box and the landmarks (mapped
         back to image pixels) and attribute logits averaged over the crops. With ``mirror_average`` set,
         each crop of the last pass is also run mirrored and the two answers averaged (mirrored points put
@@ -111,8 +117,14 @@ class CropLandmarkModel:
         for _ in range(self.box_refinements):
             previous = self._predict_crops(grey_images, box_rows, (CropJitter(),), per_call, mirror=False)
             box_rows = self._refined_boxes(previous.landmarks, box_rows)
-        return self._predict_crops(grey_images, box_rows, self.multi_crop or (CropJitter(),), per_call,
-                                   mirror=self.mirror_average)
+        result = self._predict_crops(grey_images, box_rows, self.multi_crop or (CropJitter(),), per_call,
+                                     mirror=self.mirror_average)
+        if self.use_local_stage and self.local_stage is not None:
+            block = FACES_PER_BLOCK  # bounded memory, as the crops
+            refined = [self.local_stage.refine(grey_images[i:i + block], result.landmarks[i:i + block])
+                       for i in range(0, len(boxes), block)]
+            result = Prediction(np.concatenate(refined), result.attribute_probabilities)
+        return result
 
     def _refined_box(self, points: np.ndarray, box: Box) -> Box:
         """The convention's box of predicted ``points`` (P, 2); ``box`` if they are degenerate."""

@@ -19,10 +19,16 @@ MAX_BOX_REFINEMENTS = 10  # each is a full pass; answers stop moving after one o
 
 
 def set_test_time_options(model: CropLandmarkModel, mirror_average: bool | None = None,
-                          multi_crop: bool | str | None = None, box_refinements: int | None = None) -> None:
+                          multi_crop: bool | str | None = None, box_refinements: int | None = None,
+                          local_stage: bool | None = None) -> None:
     """Override a model's test-time defaults (None keeps them). ``multi_crop=True`` keeps the model's
     crops, or gives it the standard grid (``models.registry.STANDARD_MULTI_CROP``) when it has none;
-    ``"grid"`` gives it the standard grid whatever its own crops; False runs the box alone."""
+    ``"grid"`` gives it the standard grid whatever its own crops; False runs the box alone.
+    ``local_stage`` switches the model's local stage (ValueError when True for a model without one)."""
+    if local_stage and model.local_stage is None:
+        raise ValueError("this model has no local stage (the shipped 300w-68pt has one)")
+    if local_stage is not None:
+        model.use_local_stage = local_stage
     if box_refinements is not None:
         if box_refinements < 0:
             raise ValueError(f"box_refinements must be >= 0, got {box_refinements}")
@@ -40,7 +46,8 @@ def set_test_time_options(model: CropLandmarkModel, mirror_average: bool | None 
 def test_time_summary(model: CropLandmarkModel) -> dict[str, Any]:
     """The test-time options a model ran with, as reports record them."""
     return {"flip": model.mirror_average, "crops_per_face": max(1, len(model.multi_crop)),
-            "box_refinements": model.box_refinements}
+            "box_refinements": model.box_refinements,
+            "local_stage": bool(model.use_local_stage and model.local_stage is not None)}
 
 
 def describe_test_time(model: CropLandmarkModel, defaults: dict[str, Any] | None = None) -> str:
@@ -50,7 +57,8 @@ def describe_test_time(model: CropLandmarkModel, defaults: dict[str, Any] | None
     def text(summary: dict[str, Any]) -> str:
         refinements = summary["box_refinements"]
         return (f"flip {'on' if summary['flip'] else 'off'}, {summary['crops_per_face']} crop(s) per face, "
-                f"{refinements} box refinement{'' if refinements == 1 else 's'}")
+                f"{refinements} box refinement{'' if refinements == 1 else 's'}"
+                f"{', local stage' if summary.get('local_stage') else ''}")
 
     current = test_time_summary(model)
     if defaults is None or defaults == current:

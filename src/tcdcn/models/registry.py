@@ -78,6 +78,9 @@ class ModelWeights:
     # Re-framings of each face on the convention's box of the previous answer's points before the last
     # pass (tcdcn.inference.pipeline.CropLandmarkModel.predict). Chosen on validation with detector boxes.
     box_refinements: int = 0
+    local_stage_file: str = ""  # the local stage's .onnx (tcdcn.inference.local_stage), for dense models
+    local_stage_sha256: str = ""
+    local_stage: bool = False  # whether the default inference runs it
     figures_inference: str = ""  # the test-time options the figures ran with unless a figure says otherwise
     # The backend "auto" runs the model on: "int8" (its int8 graph) where that graph scored as the float one on
     # the validation split, else "onnx" (float32).
@@ -91,7 +94,8 @@ class ModelWeights:
 
     def path(self, kind: str = "torch") -> Path:
         """A file of the model: "torch" (the .pt), "onnx" or "int8_onnx"."""
-        names = {"torch": self.file, "onnx": self.onnx_file, "int8_onnx": self.int8_onnx_file}
+        names = {"torch": self.file, "onnx": self.onnx_file, "int8_onnx": self.int8_onnx_file,
+                 "local_stage": self.local_stage_file}
         return weights_folder() / names[kind]
 
 
@@ -150,6 +154,9 @@ def read_card(path: str | Path) -> ModelWeights:
             calibration=str(card.get("calibration", "")),
             mirror_average=bool(defaults.get("mirror_average", False)),
             box_refinements=int(defaults.get("box_refinements", 0)),
+            local_stage_file=str(files.get("local_stage", {}).get("file", "")),
+            local_stage_sha256=str(files.get("local_stage", {}).get("sha256", "")),
+            local_stage=bool(defaults.get("local_stage", False)),
             multi_crop=_multi_crop(defaults.get("multi_crop"), str(path)),
             figures_inference=str(card.get("figures_inference", "")),
             auto_backend=str(auto_backend),
@@ -222,12 +229,14 @@ def apply_test_time_defaults(model: Any, name_or_path: str | Path, config: Any =
         model.mirror_average = record.mirror_average
         model.multi_crop = record.multi_crop
         model.box_refinements = record.box_refinements
+        model.use_local_stage = record.local_stage
         return
     inference = getattr(config, "inference", None)
     model.mirror_average = bool(inference and inference.mirror_average)
     shift = float(inference.multi_crop_grid_shift) if inference else 0.0
     model.multi_crop = grid_jitters(shift) if shift > 0 else ()
     model.box_refinements = int(inference.box_refinements) if inference else 0
+    model.use_local_stage = False
 
 
 def resolve_weights_file(name_or_path: str) -> Path:
