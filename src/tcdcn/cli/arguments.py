@@ -94,18 +94,18 @@ def add_test_time_arguments(parser: argparse.ArgumentParser) -> None:
                              "trained checkpoints unless their config's inference section says otherwise)")
     crops = parser.add_mutually_exclusive_group()
     crops.add_argument("--multi-crop", action=argparse.BooleanOptionalAction, default=None,
-                       help="average the predictions of slightly moved face boxes: the model's own crops (the "
-                            "shipped models: two, moved 0.02 box sides along the diagonal), or the 3x3 grid when "
-                            "it has none; --no-multi-crop: the box alone (default: the model's own, on for the "
-                            "shipped models and files exported from them, off for trained checkpoints unless their "
+                       help="average the predictions of slightly moved face boxes: the model's own crops "
+                            "(mtfl-5pt: two, moved 0.02 box sides along the diagonal), or the 3x3 grid when it has "
+                            "none; --no-multi-crop: the box alone (default: the model's own, on for mtfl-5pt and "
+                            "files exported from it, off for 300w-68pt and for trained checkpoints unless their "
                             "config's inference section says otherwise)")
     crops.add_argument("--grid", dest="multi_crop", action="store_const", const="grid",
                        help="the 3x3 grid of crops 0.04 box sides apart instead: the most accurate plan measured, "
                             "at about 3x the default's time (docs/results.md; default: off)")
     parser.add_argument("--box-refinements", type=int_in(0, MAX_BOX_REFINEMENTS), default=None, metavar="K",
                         help="re-frame each face K times on the box of its predicted points before the last "
-                             "pass (default: the model's own, 1 for the shipped models and files exported from "
-                             "them, 0 for trained checkpoints unless their config says otherwise)")
+                             "pass (default: the model's own, 1 for mtfl-5pt and files exported from it, 0 for "
+                             "300w-68pt and for trained checkpoints unless their config says otherwise)")
     parser.add_argument("--local-stage", action=argparse.BooleanOptionalAction, default=None,
                         help="refine the points on patches around them with the model's local stage (default: on "
                              "for 300w-68pt, the one model that ships one)")
