@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     network = LocalStageNetwork(geometry)
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, options.steps, eta_min=options.learning_rate / 100)
-    per_point = geometry.point_sides()  # (P,)
+    per_point = geometry.point_sides  # (P,)
     group_of = np.zeros(scheme.num_points, dtype=np.int64)
     for g, (_, group) in enumerate(scheme.patch_groups):
         group_of[list(group)] = g

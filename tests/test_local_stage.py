@@ -149,3 +149,15 @@ def test_local_stage_switches(tmp_path: Path, w300_afw_dir: Path, capsys: pytest
     assert "local stage" not in running and "local stage" in defaults
     assert cli_main(["predict", str(image), "--model", "mtfl-5pt", "--local-stage", "--out", str(tmp_path / "b")]) == 2
     assert "has no local stage" in capsys.readouterr().err
+
+
+def test_a_face_whose_points_give_no_box_keeps_its_points(tmp_path: Path, helen_faces: list) -> None:
+    stage, _ = _stage(tmp_path, random_heads=True)
+    faces = helen_faces[:2]
+    greys = [to_grey(load_image(f.image_path)) for f in faces]
+    points = np.stack([f.landmarks for f in faces]).astype(np.float64)
+    points[1] = 50.0  # every point in one place: no face box
+    refined = stage.refine(greys, points)
+    np.testing.assert_array_equal(refined[1], points[1])
+    np.testing.assert_allclose(refined[0], stage.refine(greys[:1], points[:1])[0], atol=1e-9)
+    assert np.abs(refined[0] - points[0]).max() > 1e-3

@@ -36,10 +36,12 @@ class PatchGeometry:
             raise ValueError(f"{len(self.sides)} patch sides for {len(self.scheme.patch_groups)} patch groups")
 
     @cached_property
-    def _point_sides(self) -> np.ndarray:
+    def point_sides(self) -> np.ndarray:
+        """(P,) each point's patch side (re-framed pixels); read-only."""
         out = np.zeros(self.scheme.num_points)
         for side, (_, group) in zip(self.sides, self.scheme.patch_groups):
             out[list(group)] = side
+        out.flags.writeable = False
         return out
 
     @cached_property
@@ -56,10 +58,6 @@ class PatchGeometry:
         for g, (_, group) in enumerate(self.scheme.patch_groups):
             out[list(group)] = g
         return out
-
-    def point_sides(self) -> np.ndarray:
-        """(P,) each point's patch side (re-framed pixels)."""
-        return self._point_sides.copy()
 
     def reframing(self, points: np.ndarray) -> np.ndarray:
         """Image -> re-framed face (2, 3) for first-stage ``points`` (P, 2): their convention box, eye line level."""
@@ -83,7 +81,7 @@ class PatchGeometry:
         flat = patches.reshape(len(self.sides), -1)  # (G, S*S); one standardisation for all patches
         flat -= flat.mean(axis=1, keepdims=True)
         flat /= flat.std(axis=1, keepdims=True) + 1e-3
-        relative = (points - centres[self._group_of]) / self._point_sides[:, None]  # (P, 2)
+        relative = (points - centres[self._group_of]) / self.point_sides[:, None]  # (P, 2)
         return patches, relative.astype(np.float32)
 
     def mirrored(self, reframed: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
