@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evaluate the shipped models as the README reports them; writes reports/eval/*.json and CED curves.
-# The shipped models' default inference: one box refinement on the plain crop, then two diagonal crops,
+# mtfl-5pt's default inference: one box refinement on the plain crop, then two diagonal crops,
 # each mirror-averaged, on the int8 graph (README, Use). The *-grid rows run --grid (the 3x3 grid), the
 # *-mirror rows the box alone, mirror-averaged; the *-single rows one pass on the box.
 set -euo pipefail
