@@ -4,11 +4,12 @@
         --model runs/heldout-mtfl/last.pt --out runs/local-refinement [--steps 3000] [--threads 1]
     python bench/local_refinement.py ... --evaluate-only --split heldout   # once, at the end
 
-The first stage (``--model``, with the shipped default inference: mirror-averaged, multi-crop, one box
-refinement) frames the whole face at 80x80, where the outer eye corners are about 34 pixels apart. This stage
-re-frames the face on the first stage's points (eye line levelled, ``CANONICAL_SIZE`` pixels per face-box
-side, 1.6x the first stage's resolution), cuts one patch around each group of points (the scheme's ``patch_groups``:
-each brow with its eye, nose, mouth, the two jaw sides and the chin), and one small network (a convolutional
+The first stage (``--model``; by default one box refinement, then the model's own crops, or the 3x3 grid for
+a checkpoint, which has none, mirror-averaged) frames the whole face at 80x80, where the outer eye corners are
+about 34 pixels apart. This stage re-frames the face on the first stage's points (eye line levelled,
+``CANONICAL_SIZE`` pixels per face-box side, 1.6x the first stage's resolution), cuts one patch around each
+group of points (the scheme's ``patch_groups``: each brow with its eye, nose, mouth, the two jaw sides and the
+chin), and one small network (a convolutional
 trunk shared by every patch, one fully connected head per group, which also reads where the first stage put
 the group's points in the patch) predicts each point's residual in patch units.
 
@@ -127,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=1, help="passes of the stage at evaluation")
     p.add_argument("--no-stage-mirror", action="store_true", help="evaluate the stage without mirror-averaging")
     p.add_argument("--first-stage", choices=("default", "no-refinement", "box"), default="default",
-                   help="the first stage's inference at evaluation: the shipped default (refinement pass, 2 diagonal "
-                   "crops, mirrored), without the refinement pass, or the box alone mirrored")
+                   help="the first stage's inference at evaluation: a refinement pass, then the model's own crops (a "
+                   "checkpoint: the 3x3 grid), mirrored; the same without the refinement pass; or the box alone "
+                   "mirrored")
     for name, value in asdict(RefinerOptions()).items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = p.parse_args(argv)
