@@ -44,7 +44,7 @@ from tcdcn.data.patches import PatchGeometry
 from tcdcn.evaluation.metrics import failure_rate, nme, normalised_face_errors, per_region_error, point_errors
 from tcdcn.geometry import Box, apply_affine, box_from_landmarks, crop_matrix, invert_affine, warp_crop
 from tcdcn.inference.loading import load_landmark_model
-from tcdcn.inference.local_stage import LocalStage
+from tcdcn.inference.local_stage import refine_points
 from tcdcn.io.images import load_image, to_grey
 from tcdcn.schemes import LandmarkScheme
 
@@ -85,18 +85,15 @@ def patch_geometry(faces: list[Any], scheme: LandmarkScheme) -> PatchGeometry:
 
 def refine_all(network: Any, geometry: PatchGeometry, greys: list[np.ndarray], initial: np.ndarray,
                mirror_average: bool) -> np.ndarray:
-    """The stage on every face, through ``LocalStage.refine`` with the torch network in place of onnxruntime."""
+    """The stage on every face, as ``LocalStage.refine`` runs it, with the torch network."""
     import torch
-
-    stage = LocalStage.__new__(LocalStage)
-    stage.geometry, stage.mirror_average = geometry, mirror_average
 
     def run_network(patches: np.ndarray, relative: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return network(torch.from_numpy(patches), torch.from_numpy(relative)).numpy()
 
-    stage.run_network = run_network  # type: ignore[method-assign]
-    return np.concatenate([stage.refine(greys[i:i + 32], initial[i:i + 32]) for i in range(0, len(greys), 32)])
+    return np.concatenate([refine_points(geometry, run_network, greys[i:i + 32], initial[i:i + 32], mirror_average)
+                           for i in range(0, len(greys), 32)])
 
 
 def scores(pred: np.ndarray, faces: list[Any], scheme: LandmarkScheme) -> dict[str, Any]:

@@ -13,7 +13,7 @@ Measured in docs/results.md ("A second stage on local patches").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,34 +55,38 @@ class LocalStage:
                                        "relative": np.ascontiguousarray(relative, np.float32)})[0]
 
     def refine(self, grey_images: Sequence[np.ndarray], points: np.ndarray) -> np.ndarray:
-        """First-stage ``points`` (F, P, 2) in image pixels of ``grey_images[f]`` -> refined (F, P, 2); every
-        face's patches (and mirror images) go through the network in one call. A face whose points give no
-        face box (degenerate) keeps its first-stage points."""
-        geometry = self.geometry
-        out = np.array(points, dtype=np.float64)  # (F, P, 2)
-        faces, matrices, views = [], [], []
-        for f, (grey, face_points) in enumerate(zip(grey_images, out)):
-            try:
-                m = geometry.reframing(face_points)
-            except ValueError:
-                continue
-            reframed = warp_crop(grey, m, geometry.canonical_size)
-            q = apply_affine(m, face_points)  # (P, 2) re-framed pixels
-            faces.append(f)
-            matrices.append(m)
-            views.append((reframed, q))
-            if self.mirror_average:
-                views.append(geometry.mirrored(reframed, q))
-        if not views:
-            return out
-        cut = [geometry.cut(reframed, q) for reframed, q in views]
-        residual = self.run_network(np.stack([c[0] for c in cut]), np.stack([c[1] for c in cut]))  # (V, P, 2)
-        sides = geometry.point_sides[:, None]  # (P, 1)
-        answers = np.stack([q for _, q in views]) + residual * sides  # (V, P, 2) re-framed pixels
-        if self.mirror_average:
-            back = answers[1::2][:, geometry.scheme.flip_index]  # (F, P, 2)
-            back[..., 0] = geometry.canonical_size - 1 - back[..., 0]
-            answers = (answers[0::2] + back) / 2
-        for f, m, answer in zip(faces, matrices, answers):
-            out[f] = apply_affine(invert_affine(m), answer)
+        """``refine_points`` with this stage's geometry, network and mirror-averaging."""
+        return refine_points(self.geometry, self.run_network, grey_images, points, self.mirror_average)
+
+
+def refine_points(geometry: PatchGeometry, run_network: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                  grey_images: Sequence[np.ndarray], points: np.ndarray, mirror_average: bool) -> np.ndarray:
+    """First-stage ``points`` (F, P, 2) in image pixels of ``grey_images[f]`` -> refined (F, P, 2); every face's
+    patches (and mirror images) go through ``run_network`` (``LocalStage.run_network``'s contract) in one call.
+    A face whose points give no face box (degenerate) keeps its first-stage points."""
+    out = np.array(points, dtype=np.float64)  # (F, P, 2)
+    faces, matrices, views = [], [], []
+    for f, (grey, face_points) in enumerate(zip(grey_images, out)):
+        try:
+            m = geometry.reframing(face_points)
+        except ValueError:
+            continue
+        reframed = warp_crop(grey, m, geometry.canonical_size)
+        q = apply_affine(m, face_points)  # (P, 2) re-framed pixels
+        faces.append(f)
+        matrices.append(m)
+        views.append((reframed, q))
+        if mirror_average:
+            views.append(geometry.mirrored(reframed, q))
+    if not views:
         return out
+    cut = [geometry.cut(reframed, q) for reframed, q in views]
+    residual = run_network(np.stack([c[0] for c in cut]), np.stack([c[1] for c in cut]))  # (V, P, 2)
+    answers = np.stack([q for _, q in views]) + residual * geometry.point_sides[:, None]  # (V, P, 2) re-framed px
+    if mirror_average:
+        back = answers[1::2][:, geometry.scheme.flip_index]  # (F, P, 2)
+        back[..., 0] = geometry.canonical_size - 1 - back[..., 0]
+        answers = (answers[0::2] + back) / 2
+    for f, m, answer in zip(faces, matrices, answers):
+        out[f] = apply_affine(invert_affine(m), answer)
+    return out
