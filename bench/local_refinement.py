@@ -36,12 +36,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+from dense_vs_dlib import scores  # the held-out comparison's figures, per region, CED
 
 from tcdcn.config import load_config
 from tcdcn.data.dataset import read_path_list, split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.data.patches import PatchGeometry
-from tcdcn.evaluation.metrics import failure_rate, nme, normalised_face_errors, per_region_error, point_errors
 from tcdcn.geometry import Box, apply_affine, box_from_landmarks, crop_matrix, invert_affine, warp_crop
 from tcdcn.inference.loading import load_landmark_model
 from tcdcn.inference.local_stage import refine_points
@@ -94,15 +94,6 @@ def refine_all(network: Any, geometry: PatchGeometry, greys: list[np.ndarray], i
 
     return np.concatenate([refine_points(geometry, run_network, greys[i:i + 32], initial[i:i + 32], mirror_average)
                            for i in range(0, len(greys), 32)])
-
-
-def scores(pred: np.ndarray, faces: list[Any], scheme: LandmarkScheme) -> dict[str, Any]:
-    targets = np.stack([f.landmarks for f in faces]).astype(np.float64)
-    io = scheme.interocular_distance(targets)
-    errors = normalised_face_errors(pred, targets, io)
-    ip_errors = normalised_face_errors(pred, targets, scheme.interpupil_distance(targets))
-    return {"nme_interocular": nme(errors), "nme_interpupil": nme(ip_errors), "failure_rate": failure_rate(errors),
-            "per_region": per_region_error(point_errors(pred, targets, io), scheme.regions), "faces": len(faces)}
 
 
 def first_stage(model: Any, greys: list[np.ndarray], boxes: list[Box]) -> np.ndarray:
@@ -167,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.iterations):
             current = refine_all(network, geometry, eval_greys, current, not args.no_stage_mirror)
         network.train()
-        return scores(current, eval_faces, scheme)
+        return scores(current, eval_faces)
 
     if args.evaluate_only:
         state = torch.load(weights, weights_only=False)
         geometry = PatchGeometry(scheme, CANONICAL_SIZE, PATCH_SIZE, tuple(state["sides"]))
         network = LocalStageNetwork(geometry)
         network.load_state_dict(state["network"])
-        result = {"split": args.split, "first_stage": scores(eval_initial, eval_faces, scheme),
+        result = {"split": args.split, "first_stage": scores(eval_initial, eval_faces),
                   "refined": evaluate(network, geometry), "iterations": args.iterations, "model": args.model,
                   "config": args.config, "refiner": str(weights), "options": state["options"],
                   "first_stage_inference": args.first_stage, "stage_mirror": not args.no_stage_mirror}
@@ -215,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         np.save(cache, answers)
         key.write_text(json.dumps(recipe))
     del train_greys
-    train_scores = scores(answers[:, 0], train_faces, scheme)
+    train_scores = scores(answers[:, 0], train_faces)
     print(f"first-stage answers for {len(train_faces)} training faces x {options.initial_answers} boxes in "
           f"{time.time() - started:.0f} s; inter-ocular {train_scores['nme_interocular']:.4f}", file=sys.stderr)
 
@@ -281,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                         "step": step, "groups": group_names, "model": args.model, "config": args.config}, weights)
             if best is None or result["nme_interocular"] < best[1]:
                 best = (step, result["nme_interocular"])
-    print(f"first stage on validation: {scores(eval_initial, eval_faces, scheme)['nme_interocular']:.4f}; "
+    print(f"first stage on validation: {scores(eval_initial, eval_faces)['nme_interocular']:.4f}; "
           f"best refined {best[1]:.4f} at step {best[0]}", file=sys.stderr)
     return 0
 
