@@ -309,11 +309,12 @@ def _warp_shifted_crops_of_one_face(image: np.ndarray, matrices: np.ndarray, siz
         reduced_h = max(1, round((y1 - y0) * scale))
         source = cv2.resize(image[y0:y1, x0:x1], (reduced_w, reduced_h), interpolation=cv2.INTER_AREA)
         fx, fy = reduced_w / (x1 - x0), reduced_h / (y1 - y0)
-        # Reduced pixel q sits at image p = (q + 0.5) / f - 0.5 + origin: compose with image -> crop.
-        to_image = np.array([[1 / fx, 0.0, 0.5 / fx - 0.5 + x0], [0.0, 1 / fy, 0.5 / fy - 0.5 + y0]])
-        composed = matrices[:, :, :2] @ to_image[:, :2]  # (J, 2, 2)
-        offset = matrices[:, :, :2] @ to_image[:, 2] + matrices[:, :, 2]  # (J, 2)
-        sources = np.concatenate([composed, offset[:, :, None]], axis=2)  # (J, 2, 3)
+        # Reduced pixel q sits at image p = (q + 0.5) / f - 0.5 + origin: compose with image -> crop
+        # (the products of warp_shifted_crops' matrix arithmetic, on Python floats).
+        sx, sy = 1 / fx, 1 / fy
+        ox, oy = 0.5 / fx - 0.5 + x0, 0.5 / fy - 0.5 + y0
+        sources = np.array([[[a * sx, b * sy, a * ox + b * oy + tx], [c * sx, d * sy, c * ox + d * oy + ty]]
+                            for (a, b, tx), (c, d, ty) in rows])  # (J, 2, 3)
     for j in range(len(rows)):
         out[j] = cv2.warpAffine(source, sources[j], (size, size), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)

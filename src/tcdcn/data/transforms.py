@@ -6,6 +6,7 @@ photometric changes (``AugmentConfig``); evaluation and inference use the box as
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -117,6 +118,15 @@ def box_array(boxes: Sequence[Box] | np.ndarray) -> np.ndarray:
     return np.array([(b.cx, b.cy, b.side) for b in boxes], dtype=np.float64).reshape(-1, 3)
 
 
+@functools.lru_cache(maxsize=64)
+def _jitter_steps(jitters: tuple[CropJitter, ...]) -> tuple[np.ndarray, bool]:
+    """(J, 3) rows (dx, dy, scale) of ``jitters`` and whether they share one scale; cached, as per-face
+    inference asks for the same few tuples on every call."""
+    steps = np.array([(j.dx, j.dy, j.scale) for j in jitters], dtype=np.float64).reshape(-1, 3)  # (J, 3)
+    steps.flags.writeable = False
+    return steps, bool(len(steps) and np.all(steps[:, 2] == steps[0, 2]))
+
+
 def make_jittered_crops(images: Sequence[np.ndarray], boxes: Sequence[Box] | np.ndarray, size: int,
                         jitters: Sequence[CropJitter], shared_reduction: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``make_crop`` without augmentation of every box moved by every jitter, all at once.
@@ -128,12 +138,14 @@ def make_jittered_crops(images: Sequence[np.ndarray], boxes: Sequence[Box] | np.
     of ``make_crop``'s); without it, or for a single jitter, the crops are ``make_crop``'s exactly.
     """
     base = box_array(boxes)  # (F, 3)
-    steps = np.array([(j.dx, j.dy, j.scale) for j in jitters], dtype=np.float64).reshape(-1, 3)  # (J, 3)
+    steps, one_scale = _jitter_steps(tuple(jitters))  # (J, 3)
     side = base[:, None, 2]  # (F, 1)
-    moved = np.stack([base[:, None, 0] + steps[:, 0] * side, base[:, None, 1] + steps[:, 1] * side,
-                      side * steps[:, 2]], axis=-1)  # (F, J, 3), as CropJitter.apply
+    moved = np.empty((len(base), len(steps), 3))  # (F, J, 3), as CropJitter.apply
+    moved[..., 0] = base[:, None, 0] + steps[:, 0] * side
+    moved[..., 1] = base[:, None, 1] + steps[:, 1] * side
+    moved[..., 2] = side * steps[:, 2]
     matrices = crop_matrices(moved, size)  # (F, J, 2, 3)
-    if len(steps) and np.all(steps[:, 2] == steps[0, 2]):
+    if one_scale:
         return warp_shifted_crops(images, matrices, size, shared_reduction=shared_reduction), matrices
     crops = np.empty((len(base), len(steps), size, size), dtype=images[0].dtype if len(images) else np.uint8)
     for scale in np.unique(steps[:, 2]):  # one shared reduction per scale

@@ -153,15 +153,20 @@ class CropLandmarkModel:
             crops, matrices = make_jittered_crops(grey_images[part], boxes[part], size, jitters,
                                                   self.shared_crop_reduction)  # (b, J, S, S), (b, J, 2, 3)
             b = len(crops)
-            flat = crops.reshape(b * n_jitters, 1, size, size)  # (b*J, 1, S, S), face-major
-            outputs = [self._run_crops(flat[i:i + per_call].astype(np.float32), mirror)
-                       for i in range(0, len(flat), per_call)]
-            normalised = np.concatenate([o[0] for o in outputs]).reshape(b, n_jitters, -1, 2)  # (b, J, P, 2)
-            logits = np.concatenate([o[1] for o in outputs]).reshape(b, n_jitters, -1)  # (b, J, T)
-            image_px = normalised_to_image(matrices, normalised, size)  # (b, J, P, 2)
+            flat = crops.reshape(b * n_jitters, 1, size, size).astype(np.float32)  # (b*J, 1, S, S), face-major
+            if len(flat) <= per_call:  # one call (per-face inference): no lists to join
+                normalised, logits = self._run_crops(flat, mirror)
+            else:
+                outputs = [self._run_crops(flat[i:i + per_call], mirror) for i in range(0, len(flat), per_call)]
+                normalised = np.concatenate([o[0] for o in outputs])
+                logits = np.concatenate([o[1] for o in outputs])
+            image_px = normalised_to_image(matrices, normalised.reshape(b, n_jitters, -1, 2), size)  # (b, J, P, 2)
+            logits = logits.reshape(b, n_jitters, -1)  # (b, J, T)
             # Sums over the crop axis then one division: np.mean's overhead shows on one face's tiny arrays.
             out_landmarks.append(image_px.sum(axis=1) / n_jitters)  # (b, P, 2)
             out_probabilities.append(1.0 / (1.0 + np.exp(-logits.sum(axis=1) / n_jitters)))  # (b, T)
+        if len(out_landmarks) == 1:
+            return Prediction(out_landmarks[0], out_probabilities[0])
         return Prediction(np.concatenate(out_landmarks), np.concatenate(out_probabilities))
 
     def _run_crops(self, crops: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -172,13 +177,26 @@ class CropLandmarkModel:
         both, both_logits = self.run_network(with_mirror_images(crops))  # (2N, P, 2)
         normalised, mirrored = both[:len(crops)], both[len(crops):]
         logits, mirrored_logits = both_logits[:len(crops)], both_logits[len(crops):]
-        unmirrored = mirrored[:, self.scheme.flip_index] * np.array([-1.0, 1.0], np.float32)
-        if self.landmark_shift is not None:
-            # The mirrored pass carries shift b of the mirror partner, reflected: (-b_f.x, b_f.y);
-            # replace it with b so both passes estimate the same calibrated points.
-            partner = self.landmark_shift[self.scheme.flip_index]  # (P, 2)
-            unmirrored = unmirrored + self.landmark_shift + partner * np.array([1.0, -1.0])
+        flip_index, shift_correction = self._mirror_terms()
+        unmirrored = mirrored[:, flip_index] * MIRROR_X
+        if shift_correction is not None:
+            unmirrored = unmirrored + shift_correction
         return (normalised + unmirrored) / 2, (logits + mirrored_logits[:, self._task_flip_index()]) / 2
+
+    def _mirror_terms(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scheme's flip index and the correction the landmark shift needs on a mirrored pass, cached
+        with what they were made from (per-face inference asks on every call)."""
+        shift = self.landmark_shift
+        cached = self.__dict__.get("_mirror_cache")
+        if cached is None or cached[0] is not self.scheme or cached[1] is not shift:
+            flip_index = self.scheme.flip_index
+            correction = None
+            if shift is not None:
+                # The mirrored pass carries shift b of the mirror partner, reflected: (-b_f.x, b_f.y);
+                # replace it with b so both passes estimate the same calibrated points.
+                correction = shift + shift[flip_index] * np.array([1.0, -1.0])  # (P, 2)
+            cached = self.__dict__["_mirror_cache"] = (self.scheme, shift, flip_index, correction)
+        return cached[2], cached[3]
 
     def _task_flip_index(self) -> list[int]:
         # Cached with the names it was made from: per-face inference asks on every call.
@@ -197,6 +215,10 @@ class CropLandmarkModel:
                 matrix[row, list(group)] = 1.0 / len(group)
             cached = self.__dict__["_five_point_cache"] = (self.scheme, matrix)
         return cached[1]
+
+
+# A mirrored crop's x coordinates, back in the unmirrored frame (normalised coordinates about the centre).
+MIRROR_X = np.array([-1.0, 1.0], np.float32)
 
 
 def with_mirror_images(crops: np.ndarray) -> np.ndarray:
