@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,14 @@ from tcdcn.data.dataset import FaceDataset
 from tcdcn.errors import BackendError, CheckpointError
 from tcdcn.inference.backends.onnx import OnnxLandmarkModel
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.export import export_onnx, quantize_int8, read_metadata
+from tcdcn.inference.export import (
+    INT8_AGREEMENT_LIMIT,
+    export_onnx,
+    face_crops,
+    int8_disagreement,
+    quantize_int8,
+    read_metadata,
+)
 from tcdcn.inference.loading import load_landmark_model
 from tcdcn.models.network import TCDCN
 from tcdcn.schemes import get_scheme
@@ -33,6 +41,8 @@ INT8_MEAN_TOLERANCE = 0.01
 TASKS = ("male", "smiling", "glasses", "pose_frontal")
 TEST_FACES = 64
 CALIBRATION_FACES = 64
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHIPPED_MTFL_CHECKPOINT = Path(__file__).resolve().parents[1] / "src" / "tcdcn" / "models" / "weights" / "mtfl-5pt.pt"
 
 
 def random_model(seed: int = 0, **model_fields: Any) -> LandmarkModel:
@@ -53,6 +63,18 @@ def test_crops(mtfl_test_faces: list) -> np.ndarray:
     """(N, 1, 60, 60) crops of AFLW test faces, whole image = box (the test protocol)."""
     dataset = FaceDataset(mtfl_test_faces[:TEST_FACES], box_mode="image")
     return dataset.batch(range(len(dataset)))["images"].numpy()
+
+
+@pytest.fixture(scope="module")
+def mtfl_val_crops() -> np.ndarray:
+    """(100, 1, 60, 60) crops of MTFL validation faces (the shipped model's split), ground-truth boxes."""
+    from tcdcn.config import load_config
+    from tcdcn.data.dataset import split_faces
+    from tcdcn.data.formats import read_annotations
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "mtfl-5pt.yaml")
+    _, val_faces = split_faces(read_annotations(SHARED_DATA / "mtfl" / "training.txt"), cfg.data)
+    return face_crops(val_faces, 100, 60, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -167,13 +189,59 @@ def test_load_landmark_model_backends(model_and_onnx, tmp_path) -> None:
                 "tasks": list(TASKS)}, checkpoint)
     in_torch = load_landmark_model(checkpoint, backend="torch")
     assert isinstance(in_torch, LandmarkModel)
-    # auto runs a checkpoint on onnxruntime, through a temporary export, with the same answers
-    exported = load_landmark_model(checkpoint)
+    # onnx runs a checkpoint on onnxruntime, through a temporary float export, with the same answers
+    exported = load_landmark_model(checkpoint, backend="onnx")
     assert isinstance(exported, OnnxLandmarkModel) and exported.task_names == TASKS
+    assert exported.path.name == "model.onnx" and "quantization" not in exported.metadata
     crops = np.random.default_rng(0).uniform(0, 255, (3, 1, 60, 60)).astype(np.float32)
     np.testing.assert_allclose(exported.run_network(crops)[0], in_torch.run_network(crops)[0], atol=1e-4)
     with pytest.raises(BackendError, match="tcdcn export --int8"):
         load_landmark_model(checkpoint, backend="int8")
+
+
+def shipped_checkpoint_with_data(tmp_path: Path, train: str) -> Path:
+    """The shipped ``mtfl-5pt`` weights as a user's checkpoint whose config names ``train`` as its training list."""
+    shipped = LandmarkModel.load(str(SHIPPED_MTFL_CHECKPOINT))
+    cfg = dataclasses.replace(shipped.cfg, data=dataclasses.replace(shipped.cfg.data, train=train))
+    checkpoint = tmp_path / "own.pt"
+    torch.save({"model": shipped.network.state_dict(), "config": config_to_dict(cfg), "scheme": "mtfl-5",
+                "tasks": list(shipped.task_names)}, checkpoint)
+    return checkpoint
+
+
+def test_auto_runs_a_checkpoint_on_an_int8_graph_calibrated_on_its_training_faces(
+        tmp_path, mtfl_val_crops, caplog) -> None:
+    checkpoint = shipped_checkpoint_with_data(tmp_path, str(SHARED_DATA / "mtfl" / "training.txt"))
+    with caplog.at_level(logging.INFO, logger="tcdcn"):
+        model = load_landmark_model(checkpoint)
+    assert model.path.name == "model.int8.onnx" and "quantization" in model.metadata
+    assert "runs an int8 graph calibrated on 500 of its training faces" in caplog.text
+    assert "Increased scale" not in caplog.text  # the quantiser's per-channel lines stay quiet
+    in_float = load_landmark_model(checkpoint, backend="onnx")
+    assert int8_disagreement(in_float, model, mtfl_val_crops) <= INT8_AGREEMENT_LIMIT
+    # the same network as the shipped int8 graph: the same speed class, the same answers within int8 round-off
+    shipped = load_landmark_model("mtfl-5pt", backend="int8")
+    assert int8_disagreement(in_float, shipped, mtfl_val_crops) <= INT8_AGREEMENT_LIMIT
+
+
+def test_auto_runs_a_checkpoint_in_float_without_its_training_faces(tmp_path, caplog) -> None:
+    checkpoint = shipped_checkpoint_with_data(tmp_path, str(tmp_path / "moved" / "training.txt"))
+    with caplog.at_level(logging.INFO, logger="tcdcn"):
+        model = load_landmark_model(checkpoint)
+    assert model.path.name == "model.onnx" and "quantization" not in model.metadata
+    assert "runs the float32 graph; its training faces cannot calibrate an int8 one" in caplog.text
+    assert "training.txt" in caplog.text
+
+
+def test_auto_keeps_float_when_the_int8_graph_moves_the_landmarks(tmp_path, caplog, monkeypatch) -> None:
+    import tcdcn.inference.export as export_module
+
+    monkeypatch.setattr(export_module, "INT8_AGREEMENT_LIMIT", 0.0)  # any int8 round-off now counts as too much
+    checkpoint = shipped_checkpoint_with_data(tmp_path, str(SHARED_DATA / "mtfl" / "training.txt"))
+    with caplog.at_level(logging.INFO, logger="tcdcn"):
+        model = load_landmark_model(checkpoint)
+    assert model.path.name == "model.onnx"
+    assert "an int8 one moved its landmarks by" in caplog.text and "(limit 0.00%)" in caplog.text
 
 
 def test_shipped_int8_backend_runs_the_shipped_int8_graph() -> None:

@@ -11,15 +11,21 @@ Nothing here imports torch unless the torch backend or a checkpoint asks for it.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import BackendError, CheckpointError
+from ..errors import BackendError, CheckpointError, TcdcnError
 from ..models.registry import SHIPPED, apply_test_time_defaults, sha256_of
 from .backends.onnx import OnnxLandmarkModel
 from .local_stage import LocalStage
 from .pipeline import CropLandmarkModel
 
+if TYPE_CHECKING:
+    from ..config import Config
+
 BACKENDS = ("auto", "torch", "onnx", "int8")
+log = logging.getLogger("tcdcn")
 
 
 def torch_available() -> bool:
@@ -105,11 +111,12 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     if not has_torch:
         raise BackendError(f"{text}: a torch checkpoint needs torch; without it, pass an .onnx file "
                            "(made with `tcdcn export`) or a shipped model name")
-    return _export_and_load(text, threads)
+    return _export_and_load(text, threads, int8=backend == "auto")
 
 
-def _export_and_load(checkpoint: str, threads: int) -> OnnxLandmarkModel:
-    """Export a checkpoint to a temporary ONNX file and open it (the session keeps the graph in memory)."""
+def _export_and_load(checkpoint: str, threads: int, int8: bool) -> OnnxLandmarkModel:
+    """Export a checkpoint to a temporary ONNX file and open it (the session keeps the graph in memory); with
+    ``int8``, the int8 graph ``_quantised_twin`` makes of it where that one is usable."""
     import tempfile
 
     from .backends.torch import LandmarkModel
@@ -119,4 +126,46 @@ def _export_and_load(checkpoint: str, threads: int) -> OnnxLandmarkModel:
     with tempfile.TemporaryDirectory() as tmpdir:
         path = export_onnx(torch_model, Path(tmpdir) / "model.onnx")
         # The graph's metadata carries the checkpoint's test-time defaults (export_metadata).
-        return OnnxLandmarkModel(path, threads=threads, source=checkpoint)
+        model = OnnxLandmarkModel(path, threads=threads, source=checkpoint)
+        quantised = _quantised_twin(torch_model.cfg, model, Path(tmpdir), threads, checkpoint) if int8 else None
+        return model if quantised is None else quantised
+
+
+def _quantised_twin(cfg: Config, float_model: OnnxLandmarkModel, folder: Path, threads: int,
+                    checkpoint: str) -> OnnxLandmarkModel | None:
+    """An int8 graph of ``float_model`` calibrated on the checkpoint's training faces (its config's training
+    split), used when its landmarks agree with the float graph's on its validation faces
+    (``export.INT8_AGREEMENT_LIMIT``): the speed of a shipped model for a user's own checkpoint. None, with
+    a log line saying why, when the faces cannot be read or the graphs disagree."""
+    from ..data.dataset import split_faces
+    from ..data.formats import read_annotations
+    from .export import (
+        DEFAULT_CALIBRATION_FACES,
+        INT8_AGREEMENT_LIMIT,
+        INT8_CHECK_FACES,
+        face_crops,
+        int8_disagreement,
+        quantize_int8,
+    )
+
+    try:
+        train_faces, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
+    except (TcdcnError, OSError) as exc:
+        log.info("%s: runs the float32 graph; its training faces cannot calibrate an int8 one (%s)", checkpoint,
+                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    size = float_model.input_size
+    calibration = face_crops(train_faces, DEFAULT_CALIBRATION_FACES, size)
+    check = face_crops(val_faces or train_faces, INT8_CHECK_FACES, size)
+    path = quantize_int8(float_model.path, folder / "model.int8.onnx", calibration)
+    quantised = OnnxLandmarkModel(path, threads=threads, source=checkpoint)
+    disagreement = int8_disagreement(float_model, quantised, check)
+    if disagreement > INT8_AGREEMENT_LIMIT:
+        log.info("%s: runs the float32 graph; an int8 one moved its landmarks by %.2f%% of the inter-ocular "
+                 "distance on %d validation faces (limit %.2f%%)", checkpoint, 100 * disagreement, len(check),
+                 100 * INT8_AGREEMENT_LIMIT)
+        return None
+    log.info("%s: runs an int8 graph calibrated on %d of its training faces (landmarks within %.2f%% of the "
+             "inter-ocular distance of the float32 graph's on %d validation faces; --backend onnx runs float32)",
+             checkpoint, len(calibration), 100 * disagreement, len(check))
+    return quantised
