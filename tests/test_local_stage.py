@@ -15,6 +15,7 @@ from tcdcn.config import load_config
 from tcdcn.data.dataset import split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.data.patches import PatchGeometry
+from tcdcn.errors import CheckpointError
 from tcdcn.evaluation.metrics import nme, normalised_face_errors
 from tcdcn.geometry import apply_affine, box_from_landmarks
 from tcdcn.inference.loading import load_landmark_model
@@ -161,3 +162,26 @@ def test_a_face_whose_points_give_no_box_keeps_its_points(tmp_path: Path, helen_
     np.testing.assert_array_equal(refined[1], points[1])
     np.testing.assert_allclose(refined[0], stage.refine(greys[:1], points[:1])[0], atol=1e-9)
     assert np.abs(refined[0] - points[0]).max() > 1e-3
+
+
+def test_export_writes_the_local_stage_beside_the_graph_and_the_export_runs_it(
+        tmp_path: Path, helen_faces: list, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "dense.onnx"
+    assert cli_main(["export", "--model", "300w-68pt", "--out", str(out)]) == 0
+    assert (tmp_path / "dense.local.onnx").is_file()
+    exported, shipped = load_landmark_model(out), load_landmark_model("300w-68pt", backend="onnx")
+    assert exported.local_stage is not None and exported.use_local_stage
+    faces = helen_faces[:8]
+    greys = [to_grey(load_image(f.image_path)) for f in faces]
+    boxes = [box_from_landmarks(f.landmarks, IBUG_68) for f in faces]
+    np.testing.assert_allclose(exported.predict(greys, boxes).landmarks, shipped.predict(greys, boxes).landmarks,
+                               atol=1e-6)
+    # without the stage beside it, the graph runs alone and says so
+    (tmp_path / "dense.local.onnx").rename(tmp_path / "elsewhere.onnx")
+    caplog.set_level(logging.WARNING, logger="tcdcn")
+    alone = load_landmark_model(out)
+    assert alone.local_stage is None and "dense.local.onnx) is not beside it" in caplog.text
+    # a different file under the stage's name is refused
+    (tmp_path / "dense.local.onnx").write_bytes((tmp_path / "elsewhere.onnx").read_bytes()[:-1] + b"\0")
+    with pytest.raises(CheckpointError, match="sha256 does not match"):
+        load_landmark_model(out)

@@ -45,13 +45,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.int8:
         export_onnx(model, out, opset=args.opset)
         log.info("wrote %s (float32)", out)
-        return 0
+        return _with_local_stage(args.model, out, bool(model.use_local_stage))
     if args.calibration_data is None and args.opset == DEFAULT_OPSET:
         shipped = shipped_onnx_file(args.model, int8=True)
         if shipped is not None:  # calibrated on the model's training faces when it was shipped
             write_model_file(shipped.read_bytes(), out)
             log.info("wrote %s (the shipped int8 graph of %s)", out, args.model)
-            return 0
+            return _with_local_stage(args.model, out, bool(model.use_local_stage))
     calibration_file = Path(args.calibration_data or model.cfg.data.train)
     if not calibration_file.exists():
         raise ExportError(f"{calibration_file}: calibration faces not found (--calibration-data: an annotation "
@@ -61,4 +61,16 @@ def run(args: argparse.Namespace) -> int:
         float_file = export_onnx(model, Path(tmpdir) / "float.onnx", opset=args.opset)
         quantize_int8(float_file, out, crops)
     log.info("wrote %s (int8, calibrated on %d training faces)", out, len(crops))
+    return _with_local_stage(args.model, out, bool(model.use_local_stage))
+
+
+def _with_local_stage(name: str, out: Path, use: bool) -> int:
+    """A shipped model's local stage beside the exported graph (``export.attach_local_stage``); 0."""
+    from ..inference.export import attach_local_stage
+    from ..models.registry import SHIPPED
+
+    record = SHIPPED.get(name)
+    if record is not None and record.local_stage_file:
+        stage = attach_local_stage(out, record.path("local_stage"), use=use)
+        log.info("wrote %s (its local stage, %s by default)", stage, "on" if use else "off")
     return 0

@@ -140,6 +140,23 @@ def set_test_time_metadata(path: str | Path, record: dict[str, Any]) -> Path:
     return write_model_file(graph.SerializeToString(), target)
 
 
+def attach_local_stage(graph_path: str | Path, stage_file: str | Path, use: bool = True) -> Path:
+    """Copy a local stage (``tcdcn.inference.local_stage``) beside an exported graph, as ``STEM.local.onnx``,
+    and name it with its sha256 in the graph's ``local_stage`` metadata, so that the export runs with it as
+    the model it came from does (``use``: whether by default). Returns the stage's new path."""
+    import onnx
+
+    from ..models.registry import sha256_of
+
+    graph_file = Path(graph_path)
+    target = graph_file.with_name(f"{graph_file.stem}.local.onnx")  # m.onnx -> m.local.onnx
+    write_model_file(Path(stage_file).read_bytes(), target)
+    graph = onnx.load(str(graph_file))
+    _set_metadata(graph, {"local_stage": json.dumps({"file": target.name, "sha256": sha256_of(target), "use": use})})
+    write_model_file(graph.SerializeToString(), graph_file)
+    return target
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """metadata_props of an ONNX file (reads the graph header only through onnxruntime: no torch)."""
     import onnxruntime as ort

@@ -10,6 +10,7 @@ level or on the ONNX code path.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,16 @@ import numpy as np
 
 from ...errors import BackendError, CheckpointError
 from ...models.denormals import cpu_session_options
-from ...models.registry import apply_options_record
+from ...models.registry import apply_options_record, sha256_of
 from ...schemes import LandmarkScheme, get_scheme
+from ..local_stage import LocalStage
 from ..pipeline import ONNX_CROPS_PER_CALL, CropLandmarkModel
 
 # Written into metadata_props by tcdcn.inference.export; bump the version when the graph's contract (inputs,
 # outputs, metadata keys) changes. 2: the ``test_time`` key (files of version 1 run one pass).
 FORMAT_NAME = "tcdcn-onnx"
 FORMAT_VERSION = "2"
+log = logging.getLogger("tcdcn")
 
 
 class OnnxLandmarkModel(CropLandmarkModel):
@@ -76,9 +79,31 @@ class OnnxLandmarkModel(CropLandmarkModel):
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{self.path}: bad tcdcn metadata ({exc})") from None
         apply_options_record(self, test_time, f"{self.path}: metadata")
+        self._open_local_stage(threads)
         self.source = source or self.metadata.get("source", str(self.path))
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _open_local_stage(self, threads: int) -> None:
+        """The local stage the metadata's ``local_stage`` record names (``tcdcn export`` of a model that has one
+        writes it beside the graph), checksum verified; a file that is not there is logged and the model runs
+        without it."""
+        if "local_stage" not in self.metadata:
+            return
+        try:
+            record = json.loads(self.metadata["local_stage"])
+            path = self.path.parent / str(record["file"])
+            expected, use = str(record.get("sha256", "")), bool(record.get("use", True))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.path}: bad local_stage metadata ({exc})") from None
+        if not path.is_file():
+            log.warning("%s: the local stage it names (%s) is not beside it; running the first stage only",
+                        self.path, path.name)
+            return
+        if expected and sha256_of(path) != expected:
+            raise CheckpointError(f"{path}: sha256 does not match the {expected[:12]}... that {self.path.name} names")
+        self.local_stage = LocalStage(path, threads=threads)
+        self.use_local_stage = use
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> OnnxLandmarkModel:
