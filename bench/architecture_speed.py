@@ -12,14 +12,13 @@ Accuracy is not measured here: a shape is only worth training if it is fast enou
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from host import host_facts
+from host import host_facts, write_report
 
 from tcdcn.config import ModelConfig, load_config
 from tcdcn.data.dataset import split_faces
@@ -85,10 +84,7 @@ def main() -> int:
               f"(1 per call)  {rows[name]['ms_per_crop_4']:.3f} (4 per call)", flush=True)
     report = {"faces": len(crops), "rounds": args.rounds, "host_start": facts, "host_end": host_facts(),
               "shapes": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{facts['cpu_model']}; written {out}")
+    print(f"{facts['cpu_model']}; written {write_report(args.out, report)}")
     return 0
 
 

@@ -14,13 +14,12 @@ rounds of each model's time over the shipped model's. CPU model and load average
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from default_inference import load_faces, single_threaded
-from host import host_facts
+from host import host_facts, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "src" / "tcdcn" / "models" / "weights" / "mtfl-5pt.pt"
@@ -68,10 +67,7 @@ def main() -> int:
         "mirror_average": shipped.mirror_average, "crops": len(shipped.multi_crop),
         "box_refinements": shipped.box_refinements}, "host_start": facts_start, "host_end": host_facts(),
         "models": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{facts_start['cpu_model']}; written {out}")
+    print(f"{facts_start['cpu_model']}; written {write_report(args.out, report)}")
     return 0
 
 

@@ -3,6 +3,7 @@ of the same kind (an Intel core pays heavily for denormal floats where an AMD co
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -32,3 +33,11 @@ def host_facts() -> dict[str, Any]:
     """CPU model, logical CPUs, machine, load average and flush-to-zero state, for a benchmark's JSON."""
     return {"cpu_model": cpu_model_name(), "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "load_average": list(os.getloadavg()), "flush_to_zero": flush_to_zero_enabled()}
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> Path:
+    """A benchmark's JSON report at ``path`` (folders made as needed)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return out
