@@ -81,7 +81,8 @@ def configure_from_arguments(args: argparse.Namespace) -> None:
 
 
 BACKEND_HELP = ("auto runs onnxruntime: a shipped model on the graph its model card names (int8 where that scored "
-                "as the float graph on validation), a checkpoint through a temporary ONNX export; onnx runs the "
+                "as the float graph on validation), a checkpoint through a temporary ONNX export, int8 where a graph "
+                "calibrated at load on its training split agrees with float32 on its validation faces; onnx runs the "
                 "float32 graph; int8 a shipped model's int8 graph; torch a checkpoint in torch (default %(default)s)")
 
 

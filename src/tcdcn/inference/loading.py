@@ -3,8 +3,8 @@
 ``load_landmark_model(name_or_path, backend)``: "auto" (the default) runs every model on onnxruntime, the faster
 backend for this network (a shipped model name loads the graph its card's ``auto_backend`` names, its int8 graph
 where that scored as the float one on validation, else its ``.onnx`` twin; a checkpoint is exported to a
-temporary ONNX graph first); "onnx" runs the float graph; "int8" runs a shipped model's int8 graph; "torch" runs
-a checkpoint in torch.
+temporary ONNX graph first, and quantised to int8 where that agrees with float32: ``_quantised_twin``); "onnx"
+runs the float graph; "int8" runs a shipped model's int8 graph; "torch" runs a checkpoint in torch.
 Nothing here imports torch unless the torch backend or a checkpoint asks for it.
 """
 
@@ -75,9 +75,10 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured
     (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through the shipped graph its card's
     ``auto_backend`` names (int8 or float), a checkpoint through a temporary ONNX export (this needs torch, and
-    keeps the checkpoint's test-time options); an ``.onnx`` file runs the test-time options its metadata
-    records (``tcdcn export`` writes the exported model's). "onnx" runs a shipped name's float32 graph. "int8"
-    runs a shipped name's int8 graph (a checkpoint needs ``tcdcn export --int8`` first). "torch" runs the
+    keeps the checkpoint's test-time options), on int8 where ``_quantised_twin`` finds that usable; an ``.onnx``
+    file runs the test-time options its metadata records (``tcdcn export`` writes the exported model's).
+    "onnx" runs a shipped name's float32 graph. "int8" runs a shipped name's int8 graph (a checkpoint needs
+    ``tcdcn export --int8`` first). "torch" runs the
     checkpoint in torch. ``threads`` applies to onnxruntime only.
     """
     if backend not in BACKENDS:
