@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import BackendError, CheckpointError, TcdcnError
-from ..models.registry import SHIPPED, apply_test_time_defaults, sha256_of
+from ..models.registry import SHIPPED, apply_test_time_defaults, verify_sha256
 from .backends.onnx import OnnxLandmarkModel
 from .local_stage import LocalStage
 from .pipeline import CropLandmarkModel
@@ -50,10 +50,7 @@ def shipped_onnx_file(name: str, int8: bool = False) -> Path | None:
     if not path.is_file():
         raise CheckpointError(f"{path}: shipped model {name!r} has no {kind} file in this installation (export one "
                               "with `tcdcn export`)")
-    expected = record.int8_onnx_sha256 if int8 else record.onnx_sha256
-    if expected and sha256_of(path) != expected:
-        raise CheckpointError(f"{path}: sha256 does not match the expected {expected[:12]}...")
-    return path
+    return verify_sha256(path, record.int8_onnx_sha256 if int8 else record.onnx_sha256)
 
 
 def shipped_local_stage(name: str, threads: int = 1) -> LocalStage | None:
@@ -64,9 +61,7 @@ def shipped_local_stage(name: str, threads: int = 1) -> LocalStage | None:
     path = record.path("local_stage")
     if not path.is_file():
         raise CheckpointError(f"{path}: shipped model {name!r} has no local-stage file in this installation")
-    if record.local_stage_sha256 and sha256_of(path) != record.local_stage_sha256:
-        raise CheckpointError(f"{path}: sha256 does not match the expected {record.local_stage_sha256[:12]}...")
-    return LocalStage(path, threads=threads)
+    return LocalStage(verify_sha256(path, record.local_stage_sha256), threads=threads)
 
 
 def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads: int = 1) -> CropLandmarkModel:

@@ -239,6 +239,16 @@ def apply_test_time_defaults(model: Any, name_or_path: str | Path, config: Any =
     model.use_local_stage = False
 
 
+def verify_sha256(path: Path, expected: str) -> Path:
+    """``path`` when its sha256 is ``expected`` (or nothing is expected), else ``CheckpointError`` naming it."""
+    if expected:
+        actual = sha256_of(path)
+        if actual != expected:
+            raise CheckpointError(f"{path}: sha256 does not match the expected {expected[:12]}... (it is "
+                                  f"{actual[:12]}...)")
+    return path
+
+
 def resolve_weights_file(name_or_path: str) -> Path:
     """A shipped model's name (checksum verified) or a checkpoint path -> the file to load."""
     if name_or_path in SHIPPED:
@@ -246,10 +256,7 @@ def resolve_weights_file(name_or_path: str) -> Path:
         path = w.path()
         if not path.is_file():
             raise CheckpointError(f"{path}: shipped model {w.name!r} is missing from the installation")
-        actual = sha256_of(path)
-        if actual != w.sha256:
-            raise CheckpointError(f"{path}: sha256 {actual[:12]}... does not match the expected {w.sha256[:12]}...")
-        return path
+        return verify_sha256(path, w.sha256)
     path = Path(name_or_path)
     if not path.exists():
         raise CheckpointError(f"{name_or_path}: neither a shipped model ({', '.join(SHIPPED)}) nor a file")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import BackendError, CheckpointError
 from ...models.denormals import cpu_session_options
-from ...models.registry import apply_options_record, sha256_of
+from ...models.registry import apply_options_record, verify_sha256
 from ...schemes import LandmarkScheme, get_scheme
 from ..local_stage import LocalStage
 from ..pipeline import ONNX_CROPS_PER_CALL, CropLandmarkModel
@@ -100,9 +100,7 @@ class OnnxLandmarkModel(CropLandmarkModel):
             log.warning("%s: the local stage it names (%s) is not beside it; running the first stage only",
                         self.path, path.name)
             return
-        if expected and sha256_of(path) != expected:
-            raise CheckpointError(f"{path}: sha256 does not match the {expected[:12]}... that {self.path.name} names")
-        self.local_stage = LocalStage(path, threads=threads)
+        self.local_stage = LocalStage(verify_sha256(path, expected), threads=threads)
         self.use_local_stage = use
 
     @classmethod
