@@ -90,6 +90,12 @@ class ObjectiveConfig:
     # between the points derived from the prediction and the annotated ones, over the annotation's
     # inter-ocular distance (its scheme's normalised error).
     auxiliary_weight: float = 1.0
+    # Distillation (Hinton et al. 2015; an extension): a trained landmark model (checkpoint path or shipped
+    # name, same crop size and points) whose answer on each augmented training crop is a second landmark
+    # target, through the same loss, weighted by distillation_weight relative to the ground-truth term. It lets
+    # a cheaper network learn from a wider one. Empty: none.
+    distillation_teacher: str = ""
+    distillation_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -327,6 +333,7 @@ RANGES: dict[str, Range] = {
     "objective.wing_width": POSITIVE,
     "objective.wing_curvature": POSITIVE,
     "objective.auxiliary_weight": POSITIVE,
+    "objective.distillation_weight": POSITIVE,
     "multitask.initial_coefficient": NON_NEGATIVE,
     "multitask.rho": POSITIVE,
     "multitask.tau": AT_LEAST_ONE,

@@ -5,11 +5,16 @@
         + covariance_weight * tr(W Upsilon^{-1} W^T)              (task covariance prior)
         + filter_decay * tr(K K^T)                                (weight decay on filters)
         + auxiliary_weight * mean_i e_i                           (auxiliary faces, when the batch has them)
+        + landmark_weight * distillation_weight * L(y_teacher, W_M^T x)   (a teacher's answers, when given)
 
 The auxiliary term is this package's extension for faces annotated in a coarser scheme (data.auxiliary_train,
 e.g. MTFL's 5 points beside 68-point faces): e_i is the normalised error of the points a derivation matrix D
 (``schemes.derivation_matrix``) takes from face i's dense prediction, against its annotation. Those faces go
 through the same forward pass as the rest; their attribute outputs are not trained.
+
+The distillation term is another extension (``objective.distillation_teacher``): the landmark loss L (least
+squares or wing, as the ground-truth term) against a trained teacher network's answers on the same augmented
+crops (``teacher_landmarks`` in the batch), so that a cheaper network can learn from a wider one.
 
 Each term is returned by name so the trainer logs them; ``total`` is what SGD descends. Losses are
 means over the batch (the paper's sums divided by N, which only rescales the step size).
@@ -103,10 +108,7 @@ def tcdcn_objective(
     else:
         landmarks, logits = model(batch["images"])  # (B,P,2), (B,T)
         auxiliary_landmarks = None
-    if cfg.landmark_loss == "wing":
-        lm = wing_loss(landmarks, batch["landmarks"], cfg.wing_width, cfg.wing_curvature, batch.get("visible"))
-    else:
-        lm = landmark_loss(landmarks, batch["landmarks"], batch.get("visible"))
+    lm = _landmark_term(landmarks, batch["landmarks"], cfg, batch.get("visible"))
     task_ce = attribute_losses(logits, batch["labels"])  # (T,)
     terms: dict[str, torch.Tensor] = {
         "landmarks": lm,
@@ -118,6 +120,10 @@ def tcdcn_objective(
         terms["auxiliary"] = derived_point_error(auxiliary_landmarks, derivation, batch["auxiliary_landmarks"],
                                                  batch["auxiliary_interocular"])
         total = total + cfg.auxiliary_weight * terms["auxiliary"]
+    teacher = batch.get("teacher_landmarks")  # (B, P, 2)
+    if teacher is not None:
+        terms["distillation"] = _landmark_term(landmarks, teacher, cfg)
+        total = total + cfg.landmark_weight * cfg.distillation_weight * terms["distillation"]
     if cfg.use_covariance and covariance_inverse is not None:
         terms["covariance"] = covariance_penalty(model.head_weight(), covariance_inverse)
         total = total + cfg.covariance_weight * terms["covariance"]
@@ -125,6 +131,14 @@ def tcdcn_objective(
     terms["task_losses"] = task_ce.detach()
     terms["pred_landmarks"] = landmarks.detach()
     return terms
+
+
+def _landmark_term(pred: torch.Tensor, target: torch.Tensor, cfg: ObjectiveConfig,
+                   visible: torch.Tensor | None = None) -> torch.Tensor:
+    """The configured landmark loss (least squares or wing) of ``pred`` against ``target``, (B,P,2) each."""
+    if cfg.landmark_loss == "wing":
+        return wing_loss(pred, target, cfg.wing_width, cfg.wing_curvature, visible)
+    return landmark_loss(pred, target, visible)
 
 
 def weighted_terms(terms: dict[str, torch.Tensor], cfg: ObjectiveConfig) -> dict[str, torch.Tensor]:
@@ -136,6 +150,8 @@ def weighted_terms(terms: dict[str, torch.Tensor], cfg: ObjectiveConfig) -> dict
     }
     if "auxiliary" in terms:
         weighted["auxiliary"] = cfg.auxiliary_weight * terms["auxiliary"]
+    if "distillation" in terms:
+        weighted["distillation"] = cfg.landmark_weight * cfg.distillation_weight * terms["distillation"]
     if "covariance" in terms:
         weighted["covariance"] = cfg.covariance_weight * terms["covariance"]
     return weighted

@@ -64,7 +64,7 @@ from .objective import tcdcn_objective, term_gradient_norms
 from .schedule import learning_rate_at
 from .task_coefficients import UNAUGMENTED_TRAIN_FACES, TaskCoefficients
 from .task_covariance import TaskCovariance
-from .transfer import initial_network
+from .transfer import distillation_teacher, initial_network
 from .validation import EvalResult, derived_error_on, score_on
 
 log = logging.getLogger("tcdcn.train")
@@ -142,6 +142,10 @@ class Trainer:
         with torch.no_grad():  # weights loaded from older checkpoints may hold denormals
             flushed, _ = flush_state_dict(self.model.state_dict())
             self.model.load_state_dict(flushed)
+        # objective.distillation_teacher's frozen network; its answers join each training batch.
+        self.teacher = distillation_teacher(cfg)
+        if self.teacher is not None:
+            self.teacher.to(self.device)
         # The forward pass SGD runs through: the model itself, or its DDP wrapper that averages gradients.
         self.ddp: DistributedDataParallel | None = None
         if self.dist.is_distributed:
@@ -239,7 +243,8 @@ class Trainer:
 
         With auxiliary faces, their indices and augmentations are drawn next, for the whole step, and this
         rank takes its slice of them too (``auxiliary_images``, ``auxiliary_landmarks``,
-        ``auxiliary_interocular``).
+        ``auxiliary_interocular``). With a distillation teacher, its answers on this rank's crops join the
+        batch (``teacher_landmarks``).
         """
         params = [draw_params(self.cfg.augment, self.rng) for _ in global_indices]
         start, stop = self.dist.shard(len(global_indices))
@@ -251,7 +256,11 @@ class Trainer:
             part = self.auxiliary_train_set.stack(chosen[first:last], aux_params[first:last])
             batch.update(auxiliary_images=part["images"], auxiliary_landmarks=part["landmarks"],
                          auxiliary_interocular=part["interocular"])
-        return {k: v.to(self.device) for k, v in batch.items()}, (stop - start) / len(global_indices)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.teacher is not None:
+            with torch.no_grad():
+                batch["teacher_landmarks"] = self.teacher(batch["images"])[0]  # (B, P, 2)
+        return batch, (stop - start) / len(global_indices)
 
     # ---- the three steps ----------------------------------------------------------------------
     def sgd_step(self, batch: dict[str, torch.Tensor], share: float = 1.0) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Starting a run from a trained model (``train.init_from``): the paper's transfer of filters (Sec. 3.4).
+"""Starting a run from a trained model (``train.init_from``): the paper's transfer of filters (Sec. 3.4); and the
+trained model a run learns from (``objective.distillation_teacher``).
 
 ``train.init_layers: all`` copies the conv filters and the shared fully connected layer and swaps the heads
 that do not fit (a landmark head for another number of points, an attribute head for other tasks);
@@ -72,3 +73,22 @@ def copy_filters_into_leading_channels(source: TCDCN, target: TCDCN) -> None:
             dst.weight[:out_channels].zero_()
             dst.weight[:out_channels, :in_channels] = src.weight  # (C_out, C_in, k, k)
             dst.bias[:out_channels] = src.bias
+
+
+def distillation_teacher(cfg: Config) -> TCDCN | None:
+    """``objective.distillation_teacher``'s network, frozen in eval mode, or None when the config names none.
+
+    The teacher sees the student's crops, so its crop size and point count must be the config's.
+    """
+    source = cfg.objective.distillation_teacher
+    if not source:
+        return None
+    teacher, teacher_cfg, _scheme, _tasks = model_from_state(load_pretrained(source), source)
+    if teacher_cfg.model.input_size != cfg.model.input_size or teacher.num_points != cfg.model.num_points:
+        raise CheckpointError(f"{source}: a distillation teacher needs this config's crop size and points "
+                              f"({cfg.model.input_size} px, {cfg.model.num_points} points), not "
+                              f"{teacher_cfg.model.input_size} px and {teacher.num_points} points")
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
