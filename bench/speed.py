@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from host import cpu_model_name, flush_to_zero_enabled
+from host import cpu_model_name, cpu_signature, flush_to_zero_enabled
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "model": args.model, "test": str(args.test), "faces": len(faces), "threads_all_cores": args.threads,
         "batch_sizes": batch_sizes, "load_average_start": load_start, "load_average_end": os.getloadavg(),
-        "cpu": cpu_model_name(), "cpu_count": os.cpu_count(), "flush_to_zero": flush_to_zero_enabled(),
+        "cpu": cpu_model_name(), "cpu_signature": cpu_signature(),
+        "cpu_count": os.cpu_count(), "flush_to_zero": flush_to_zero_enabled(),
         "torch": torch.__version__, "onnxruntime": _version("onnxruntime"), "rows": rows,
         "pipeline": pipeline, "notes": [n for n in (dlib_note,) if n],
         "targets": {"ms_per_face_single_thread": TARGET_MS_PER_FACE, "faces_per_second_all_cores":
@@ -440,7 +441,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"# Landmark-stage speed and accuracy ({report['faces']} faces of {Path(report['test']).parent.name}"
         f"/{Path(report['test']).name}, whole image = face box)",
         "",
-        f"Model `{report['model']}`; CPU {report['cpu']} x{report['cpu_count']} (flush-to-zero "
+        f"Model `{report['model']}`; CPU {report['cpu']} x{report['cpu_count']} "
+        f"({report.get('cpu_signature', 'signature not recorded')}; flush-to-zero "
         f"{'on' if report.get('flush_to_zero') else 'off'}); torch {report['torch']}, "
         f"onnxruntime {report['onnxruntime']}. Load average (1/5/15 min) at start "
         f"{la0[0]:.2f}/{la0[1]:.2f}/{la0[2]:.2f}, at end {la1[0]:.2f}/{la1[1]:.2f}/{la1[2]:.2f}.",
