@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..attributes import tasks_by_name
@@ -106,3 +107,14 @@ def weights_payload(model: TCDCN, cfg: Config, scheme: LandmarkScheme, task_name
         "scheme": scheme.name,
         "tasks": list(task_names),
     }
+
+
+def landmark_shift_from_state(state: dict, num_points: int) -> np.ndarray | None:
+    """The (P, 2) normalised shift a mirror calibration folded into the head (``-offset_x`` in x), or None."""
+    record = state.get("mirror_calibration")
+    if not record:
+        return None
+    offset_x = np.asarray(record["offset_x"], dtype=np.float64)
+    if offset_x.shape != (num_points,):
+        raise CheckpointError(f"mirror_calibration has {offset_x.size} offsets for {num_points} points")
+    return np.stack([-offset_x, np.zeros_like(offset_x)], axis=1)

@@ -145,7 +145,7 @@ class Trainer:
         # objective.distillation_teacher's frozen network; its answers join each training batch.
         self.teacher = distillation_teacher(cfg)
         if self.teacher is not None:
-            self.teacher.to(self.device)
+            self.teacher = self.teacher.to(self.device)
         # The forward pass SGD runs through: the model itself, or its DDP wrapper that averages gradients.
         self.ddp: DistributedDataParallel | None = None
         if self.dist.is_distributed:
@@ -258,8 +258,7 @@ class Trainer:
                          auxiliary_interocular=part["interocular"])
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if self.teacher is not None:
-            with torch.no_grad():
-                batch["teacher_landmarks"] = self.teacher(batch["images"])[0]  # (B, P, 2)
+            batch["teacher_landmarks"] = self.teacher(batch["images"])  # (B, P, 2)
         return batch, (stop - start) / len(global_indices)
 
     # ---- the three steps ----------------------------------------------------------------------

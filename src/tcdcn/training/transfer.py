@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..config import Config
 from ..errors import CheckpointError
-from ..models.checkpoint import model_from_state, read_checkpoint
+from ..models.checkpoint import landmark_shift_from_state, model_from_state, read_checkpoint
 from ..models.network import TCDCN
 from ..models.registry import resolve_weights_file
 
@@ -75,7 +76,41 @@ def copy_filters_into_leading_channels(source: TCDCN, target: TCDCN) -> None:
             dst.bias[:out_channels] = src.bias
 
 
-def distillation_teacher(cfg: Config) -> TCDCN | None:
+class DistillationTeacher:
+    """A trained landmark network, frozen, whose answers are a second landmark target (``__call__``).
+
+    Its answer on a crop is the mean of its answers on the crop and on the crop's mirror image (the latter
+    reflected back, points swapped with their mirror partners), less the mirror calibration folded into its
+    head: the labels' own convention, the one a network trained on the labels learns. A calibrated teacher's
+    single answers would carry its calibration into the student, reflected on every mirrored training crop.
+    """
+
+    def __init__(self, network: TCDCN, flip_index: np.ndarray, shift: np.ndarray | None) -> None:
+        self.network = network
+        self.flip_index = torch.as_tensor(flip_index, dtype=torch.long)
+        # The calibration shift b (P, 2), as in the pipeline: the mirrored pass carries the partner's b
+        # reflected, so the average holds (b + reflected partner b) / 2, which is subtracted.
+        if shift is None:
+            shift = np.zeros((network.num_points, 2))
+        held = (shift + shift[flip_index] * np.array([-1.0, 1.0])) / 2  # (P, 2)
+        self.held_shift = torch.as_tensor(held, dtype=torch.float32)
+
+    def to(self, device: torch.device) -> DistillationTeacher:
+        self.network.to(device)
+        self.flip_index = self.flip_index.to(device)
+        self.held_shift = self.held_shift.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S) crops -> (B, P, 2) normalised landmarks."""
+        both, _ = self.network(torch.cat([images, images.flip(-1)]))  # (2B, P, 2)
+        plain, mirrored = both[: len(images)], both[len(images):]
+        reflected = mirrored[:, self.flip_index] * torch.tensor([-1.0, 1.0], device=mirrored.device)  # (B, P, 2)
+        return (plain + reflected) / 2 - self.held_shift
+
+
+def distillation_teacher(cfg: Config) -> DistillationTeacher | None:
     """``objective.distillation_teacher``'s network, frozen in eval mode, or None when the config names none.
 
     The teacher sees the student's crops, so its crop size and point count must be the config's.
@@ -83,7 +118,8 @@ def distillation_teacher(cfg: Config) -> TCDCN | None:
     source = cfg.objective.distillation_teacher
     if not source:
         return None
-    teacher, teacher_cfg, _scheme, _tasks = model_from_state(load_pretrained(source), source)
+    state = load_pretrained(source)
+    teacher, teacher_cfg, scheme, _tasks = model_from_state(state, source)
     if teacher_cfg.model.input_size != cfg.model.input_size or teacher.num_points != cfg.model.num_points:
         raise CheckpointError(f"{source}: a distillation teacher needs this config's crop size and points "
                               f"({cfg.model.input_size} px, {cfg.model.num_points} points), not "
@@ -91,4 +127,5 @@ def distillation_teacher(cfg: Config) -> TCDCN | None:
     teacher.eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    return teacher
+    return DistillationTeacher(teacher, np.asarray(scheme.flip_index),
+                               landmark_shift_from_state(state, teacher.num_points))

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from ...config import Config
-from ...errors import CheckpointError
-from ...models.checkpoint import model_from_state, read_checkpoint
+from ...models.checkpoint import landmark_shift_from_state, model_from_state, read_checkpoint
 from ...models.denormals import enable_flush_to_zero
 from ...models.network import TCDCN
 from ...models.registry import apply_test_time_defaults, resolve_weights_file
@@ -58,14 +57,3 @@ class LandmarkModel(CropLandmarkModel):
         with torch.inference_mode():
             landmarks, logits = self.network(torch.from_numpy(crops))
         return landmarks.numpy(), logits.numpy()
-
-
-def landmark_shift_from_state(state: dict, num_points: int) -> np.ndarray | None:
-    """The (P, 2) normalised shift a mirror calibration folded into the head (``-offset_x`` in x), or None."""
-    record = state.get("mirror_calibration")
-    if not record:
-        return None
-    offset_x = np.asarray(record["offset_x"], dtype=np.float64)
-    if offset_x.shape != (num_points,):
-        raise CheckpointError(f"mirror_calibration has {offset_x.size} offsets for {num_points} points")
-    return np.stack([-offset_x, np.zeros_like(offset_x)], axis=1)
