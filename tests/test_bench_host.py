@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from repo_scripts import REPO, load_file_module
 
-HOST = Path(__file__).resolve().parents[1] / "bench" / "host.py"
+HOST = REPO / "bench" / "host.py"
 
 # Two logical CPUs of one host; only the first block is read.
 ZEN4 = """processor\t: 0
@@ -38,11 +38,7 @@ flags\t\t: fpu sse2 avx
 
 @pytest.fixture(scope="module")
 def host() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_host", HOST)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(HOST, "bench_host")
 
 
 def test_signature_names_family_model_stepping_and_isa_flags(host: ModuleType, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -10,6 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from repo_scripts import load_file_module
 
 from tcdcn.config import Config
 from tcdcn.errors import CheckpointError
@@ -24,11 +24,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ship_model.py"
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ship_model", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(SCRIPT, "ship_model")
 
 
 def test_ship_model_writes_slim_weights_and_a_matching_onnx_twin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -215,11 +211,7 @@ def test_set_test_time_defaults_rewrites_the_graphs_metadata_and_the_card(tmp_pa
     graph_before = OnnxLandmarkModel(weights / record.onnx_file)
     crops = np.random.default_rng(0).uniform(0, 255, (2, 1, 60, 60)).astype(np.float32)
     monkeypatch.chdir(tmp_path)
-    spec = importlib.util.spec_from_file_location("set_test_time_defaults",
-                                                  SCRIPT.with_name("set_test_time_defaults.py"))
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_file_module(SCRIPT.with_name("set_test_time_defaults.py"), "set_test_time_defaults")
 
     assert script.main(["mtfl-5pt", "--crop=0.03,0.0", "--crop=-0.03,0.0", "--box-refinements", "2", "--no-mirror",
                         "--auto-backend", "onnx", "--keep", "named"]) == 0
