@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibrate_detector import _best_match, _median_calibration  # noqa: E402
 from detection_rate import DATA, is_hit  # noqa: E402
-from host import cpu_model_name  # noqa: E402
+from host import cpu_model_name, cpu_signature  # noqa: E402
 
 from tcdcn.data.annotation import FaceAnnotation  # noqa: E402
 from tcdcn.data.formats import read_annotations, read_mtfl  # noqa: E402
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     landmarks = load_backend("mtfl-5pt", "onnx")
     thresholds = {"blazeface": [0.5, 0.6, 0.7, 0.8], "mtcnn": [0.7, 0.8, 0.9, 0.95, 0.99], "opencv": [0.0],
                   "dlib": [0.0, 0.5], "dlib-cnn": [0.0, 0.5], "blazeface-full": [0.5, 0.75]}
-    results: dict[str, Any] = {"cpu": cpu_model_name(), "threads": 1, "timing_photos": len(photos),
+    results: dict[str, Any] = {"cpu": cpu_model_name(), "cpu_signature": cpu_signature(), "threads": 1,
+                               "timing_photos": len(photos),
                                "hit_rule": "centre within 0.25 x gt side, side within a factor 1.5",
                                "candidates": {}}
     for name in args.candidates:
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\nCPU: {results['cpu']}, 1 thread\n")
+    print(f"\nCPU: {results['cpu']} ({results['cpu_signature']}), 1 thread\n")
     print("| detector | score >= | recall AFLW test | recall 300-W | false dets / image (AFLW, 300-W) "
           "| ms / 640x480 photo | x dlib HOG | ms with landmarks |")
     print("|---|---|---|---|---|---|---|---|")
