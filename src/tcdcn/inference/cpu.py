@@ -1,0 +1,52 @@
+"""Whether this CPU computes onnxruntime's int8 convolutions exactly, which decides the graph "auto" runs.
+
+On x86-64 CPUs without VNNI, onnxruntime multiplies uint8 activations by int8 weights with VPMADDUBSW, which
+adds each pair of products into a 16-bit lane and saturates there; its own documentation names the
+overflow. An int8 graph's answers then depend on the CPU: on an AVX2-only AMD EPYC (family 23) the shipped
+5-point graph moved single landmarks by up to 0.097 of the crop where the same graph with onnxruntime's
+exact u8u8 path moved them by 0.014 (``bench/int8_exactness.py``). With VNNI (``avx512_vnni``, ``avx_vnni``)
+the products accumulate in 32 bits, as on every machine the int8 graphs were scored on.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
+# Instructions that accumulate uint8 x int8 products in 32 bits without a saturating 16-bit step.
+EXACT_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str] | None:
+    """The first processor's feature flags in ``cpuinfo`` (Linux), or None where the file cannot be read."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def int8_products_exact(machine: str | None = None, cpuinfo: Path = CPUINFO) -> bool | None:
+    """True where onnxruntime's uint8 x int8 products cannot saturate on this CPU, False where they can (x86-64
+    without VNNI), None where the CPU's flags cannot be read (an x86 host without ``/proc/cpuinfo``).
+
+    Machines other than x86 count as exact: the saturating instruction is x86's (not measured elsewhere)."""
+    if (machine or platform.machine()).lower() not in X86_MACHINES:
+        return True
+    flags = cpu_flags(cpuinfo)
+    if flags is None:
+        return None
+    return any(flag in flags for flag in EXACT_INT8_FLAGS)
+
+
+@functools.lru_cache(maxsize=1)
+def this_cpu_int8_exact() -> bool | None:
+    """``int8_products_exact()`` for this process's CPU, read once."""
+    return int8_products_exact()
