@@ -9,7 +9,8 @@ inter-pupil error, anything else the (inter-ocular) mean error. Figures whose co
 printouts) or needs files that are not here are listed as skipped. ``--update`` writes the measured values
 into the card, rounded as the card rounds them. New weights shipped under a name lose the card's figures
 (``ship_model.py``); ``--figures-from`` takes the list (names, descriptions, commands) from another card
-file, e.g. the previous one from git, to measure them all again for the new weights. Run from the
+file, e.g. the previous one from git, to measure them all again for the new weights (those it cannot
+measure are dropped). Run from the
 repository root.
 """
 
@@ -80,8 +81,10 @@ def main() -> int:
         card["figures"] = json.loads(args.figures_from.read_text())["figures"]
     runs: dict[str, dict[str, Any] | str] = {}
     changed = 0
+    kept: list[dict[str, Any]] = []  # with --figures-from, an unmeasured figure would describe other weights
     for figure in card["figures"]:
         if args.only not in figure["name"]:
+            kept.append(figure)
             continue
         command = figure["command"]
         if command not in runs:
@@ -90,14 +93,18 @@ def main() -> int:
         key = field_for(figure["name"])
         if isinstance(output, str) or output.get(key) is None:
             reason = output if isinstance(output, str) else f"no {key!r} in the output"
-            print(f"{figure['name']}: skipped ({reason})")
+            print(f"{figure['name']}: skipped ({reason})" + (", dropped" if args.figures_from else ""))
+            if args.figures_from is None:
+                kept.append(figure)
             continue
+        kept.append(figure)
         measured = round(float(output[key]), decimals_of(figure["value"]))
         mark = "" if measured == figure["value"] else "  <- differs"
         print(f"{figure['name']}: card {figure['value']}, measured {measured}{mark}")
         if args.update and (measured != figure["value"] or args.figures_from is not None):
             figure["value"] = measured
             changed += 1
+    card["figures"] = kept
     if args.update and (changed or args.figures_from is not None):
         card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
         print(f"{card_path}: {changed} figure(s) updated")
