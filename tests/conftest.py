@@ -30,13 +30,6 @@ def _single_torch_thread() -> None:
     torch.set_num_threads(TEST_TORCH_THREADS)
 
 
-@pytest.fixture
-def int8_exact_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """This CPU counted as one whose int8 products are exact (VNNI), so "auto" may pick int8 graphs on any
-    test host; tests of the other case patch the same function to return False."""
-    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_exact", lambda: True)
-
-
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found at {path} (expected ../shared/data beside the repository)")

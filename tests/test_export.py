@@ -23,7 +23,6 @@ from tcdcn.data.dataset import FaceDataset
 from tcdcn.errors import BackendError, CheckpointError
 from tcdcn.inference.backends.onnx import OnnxLandmarkModel
 from tcdcn.inference.backends.torch import LandmarkModel
-from tcdcn.inference.cpu import this_cpu_int8_exact
 from tcdcn.inference.export import (
     INT8_AGREEMENT_LIMIT,
     export_onnx,
@@ -210,10 +209,8 @@ def shipped_checkpoint_with_data(tmp_path: Path, train: str) -> Path:
     return checkpoint
 
 
-@pytest.mark.skipif(this_cpu_int8_exact() is False,
-                    reason="x86 without VNNI: int8 products saturate, the int8 twin moves landmarks past the limit")
 def test_auto_runs_a_checkpoint_on_an_int8_graph_calibrated_on_its_training_faces(
-        tmp_path, mtfl_val_crops, caplog, int8_exact_cpu) -> None:
+        tmp_path, mtfl_val_crops, caplog) -> None:
     checkpoint = shipped_checkpoint_with_data(tmp_path, str(SHARED_DATA / "mtfl" / "training.txt"))
     with caplog.at_level(logging.INFO, logger="tcdcn"):
         model = load_landmark_model(checkpoint)
@@ -227,7 +224,7 @@ def test_auto_runs_a_checkpoint_on_an_int8_graph_calibrated_on_its_training_face
     assert int8_disagreement(in_float, shipped, mtfl_val_crops) <= INT8_AGREEMENT_LIMIT
 
 
-def test_auto_runs_a_checkpoint_in_float_without_its_training_faces(tmp_path, caplog, int8_exact_cpu) -> None:
+def test_auto_runs_a_checkpoint_in_float_without_its_training_faces(tmp_path, caplog) -> None:
     checkpoint = shipped_checkpoint_with_data(tmp_path, str(tmp_path / "moved" / "training.txt"))
     with caplog.at_level(logging.INFO, logger="tcdcn"):
         model = load_landmark_model(checkpoint)
@@ -236,8 +233,7 @@ def test_auto_runs_a_checkpoint_in_float_without_its_training_faces(tmp_path, ca
     assert "training.txt" in caplog.text
 
 
-def test_auto_keeps_float_when_the_int8_graph_moves_the_landmarks(tmp_path, caplog, monkeypatch,
-                                                                  int8_exact_cpu) -> None:
+def test_auto_keeps_float_when_the_int8_graph_moves_the_landmarks(tmp_path, caplog, monkeypatch) -> None:
     import tcdcn.inference.export as export_module
 
     monkeypatch.setattr(export_module, "INT8_AGREEMENT_LIMIT", 0.0)  # any int8 round-off now counts as too much

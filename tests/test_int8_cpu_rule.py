@@ -1,15 +1,13 @@
-"""The graph "auto" runs by CPU: int8 only where onnxruntime's uint8 x int8 products cannot saturate."""
+"""int8 products exact on every CPU: VNNI read from the CPU flags, onnxruntime's exact path switched on without it."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
-from tcdcn.inference.cpu import cpu_flags, int8_products_exact
-from tcdcn.inference.loading import load_landmark_model
-from tcdcn.models.registry import SHIPPED
+from tcdcn.cpu import cpu_flags, int8_products_exact
+from tcdcn.models.denormals import cpu_session_options
 
 # Two processors of one host: only the first block is read.
 CPUINFO = """processor\t: 0
@@ -52,22 +50,14 @@ def test_unreadable_flags_are_unknown_on_x86_and_other_machines_count_as_exact(t
     assert int8_products_exact("aarch64", missing) is True
 
 
-def test_auto_runs_the_float_graph_where_int8_saturates(monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
-    record = SHIPPED["mtfl-5pt"]
-    assert record.auto_backend == "int8"  # the case the rule changes
-    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_exact", lambda: False)
-    with caplog.at_level(logging.INFO, logger="tcdcn"):
-        model = load_landmark_model("mtfl-5pt")
-    assert model.describe_backend() == f"onnxruntime, {record.onnx_file}"
-    assert "mtfl-5pt: runs the float32 graph; this CPU has no VNNI" in caplog.text
-    # asked for by name, the int8 graph still runs
-    assert load_landmark_model("mtfl-5pt", "int8").describe_backend() == f"onnxruntime, {record.int8_onnx_file}"
-
-
-@pytest.mark.parametrize("exact", [True, None])
-def test_auto_runs_the_cards_graph_where_int8_is_exact_or_unknown(monkeypatch: pytest.MonkeyPatch,
-                                                                   exact: bool | None) -> None:
-    record = SHIPPED["mtfl-5pt"]
-    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_exact", lambda: exact)
-    assert load_landmark_model("mtfl-5pt").describe_backend() == f"onnxruntime, {record.int8_onnx_file}"
+@pytest.mark.parametrize(("exact", "option"), [(False, "1"), (True, None), (None, None)])
+def test_sessions_take_the_exact_int8_path_only_where_products_saturate(
+        monkeypatch: pytest.MonkeyPatch, exact: bool | None, option: str | None) -> None:
+    monkeypatch.setattr("tcdcn.models.denormals.this_cpu_int8_exact", lambda: exact)
+    entries = cpu_session_options().get_session_config_entry
+    assert entries("session.set_denormal_as_zero") == "1"
+    if option is None:
+        with pytest.raises(Exception, match="x64quantprecision"):
+            entries("session.x64quantprecision")
+    else:
+        assert entries("session.x64quantprecision") == option

@@ -223,8 +223,7 @@ def test_face_result_box_agrees_with_the_json_corners(detector: LandmarkDetector
     assert (face.box.x0, face.box.y1) == face.box.to_xyxy()[::3]
 
 
-def test_predict_logs_the_test_time_options_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                 int8_exact_cpu: None) -> None:
+def test_predict_logs_the_test_time_options_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tcdcn")
     assert main(["predict", str(EXAMPLE), "--out", str(tmp_path / "a"), "--no-draw", "--no-progress"]) == 0
     lines = [r.getMessage() for r in caplog.records if "test-time options" in r.getMessage()]

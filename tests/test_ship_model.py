@@ -173,7 +173,7 @@ def test_a_malformed_model_card_is_refused_naming_the_file(tmp_path: Path, chang
 
 @pytest.mark.parametrize("auto_backend", ["onnx", "int8"])
 def test_auto_runs_a_shipped_model_on_the_graph_its_card_names(monkeypatch: pytest.MonkeyPatch,
-                                                                auto_backend: str, int8_exact_cpu: None) -> None:
+                                                                auto_backend: str) -> None:
     from dataclasses import replace
 
     from tcdcn.inference.loading import load_landmark_model

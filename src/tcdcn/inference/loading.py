@@ -3,8 +3,7 @@
 ``load_landmark_model(name_or_path, backend)``: "auto" (the default) runs every model on onnxruntime, the faster
 backend for this network (a shipped model name loads the graph its card's ``auto_backend`` names, its int8 graph
 where that scored as the float one on validation, else its ``.onnx`` twin; a checkpoint is exported to a
-temporary ONNX graph first, and quantised to int8 where that agrees with float32: ``_quantised_twin``; on an
-x86 CPU without VNNI, whose int8 products saturate (``tcdcn.inference.cpu``), always the float graph); "onnx"
+temporary ONNX graph first, and quantised to int8 where that agrees with float32: ``_quantised_twin``); "onnx"
 runs the float graph; "int8" runs a shipped model's int8 graph; "torch" runs a checkpoint in torch.
 Nothing here imports torch unless the torch backend or a checkpoint asks for it.
 """
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING
 from ..errors import BackendError, CheckpointError, TcdcnError
 from ..models.registry import SHIPPED, apply_test_time_defaults, verify_sha256
 from .backends.onnx import OnnxLandmarkModel
-from .cpu import this_cpu_int8_exact
 from .local_stage import LocalStage
 from .pipeline import CropLandmarkModel
 
@@ -72,8 +70,7 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured
     (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through the shipped graph its card's
     ``auto_backend`` names (int8 or float), a checkpoint through a temporary ONNX export (this needs torch, and
-    keeps the checkpoint's test-time options), on int8 where ``_quantised_twin`` finds that usable; float32
-    wherever this CPU's int8 products saturate (``int8_runs_exactly``); an ``.onnx``
+    keeps the checkpoint's test-time options), on int8 where ``_quantised_twin`` finds that usable; an ``.onnx``
     file runs the test-time options its metadata records (``tcdcn export`` writes the exported model's).
     "onnx" runs a shipped name's float32 graph. "int8" runs a shipped name's int8 graph (a checkpoint needs
     ``tcdcn export --int8`` first). "torch" runs the
@@ -96,9 +93,8 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
         torch_model.local_stage = shipped_local_stage(text, threads)
         return torch_model
     record = SHIPPED.get(text)
-    exact_int8 = backend != "auto" or int8_runs_exactly(text)
     if backend == "auto" and record is not None:
-        backend = record.auto_backend if exact_int8 else "onnx"
+        backend = record.auto_backend
     shipped = shipped_onnx_file(text, int8=backend == "int8")
     if backend == "int8" and shipped is None:
         raise BackendError(f"{text}: backend 'int8' runs a shipped model's int8 graph or an .onnx file; for a "
@@ -111,18 +107,7 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     if not has_torch:
         raise BackendError(f"{text}: a torch checkpoint needs torch; without it, pass an .onnx file "
                            "(made with `tcdcn export`) or a shipped model name")
-    return _export_and_load(text, threads, int8=backend == "auto" and exact_int8)
-
-
-def int8_runs_exactly(source: str) -> bool:
-    """Whether "auto" may run ``source`` on an int8 graph on this CPU: not on x86 without VNNI, where
-    onnxruntime's int8 products saturate and the answers drift from the ones the graph was scored with
-    (logged; ``--backend int8`` still runs the int8 graph there)."""
-    if this_cpu_int8_exact() is not False:
-        return True
-    log.info("%s: runs the float32 graph; this CPU has no VNNI, and onnxruntime's int8 products saturate "
-             "without it (--backend int8 runs the int8 graph anyway)", source)
-    return False
+    return _export_and_load(text, threads, int8=backend == "auto")
 
 
 def _export_and_load(checkpoint: str, threads: int, int8: bool) -> OnnxLandmarkModel:

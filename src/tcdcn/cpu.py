@@ -1,11 +1,12 @@
-"""Whether this CPU computes onnxruntime's int8 convolutions exactly, which decides the graph "auto" runs.
+"""Whether this CPU computes onnxruntime's int8 products exactly, which decides how int8 graphs are run.
 
 On x86-64 CPUs without VNNI, onnxruntime multiplies uint8 activations by int8 weights with VPMADDUBSW, which
-adds each pair of products into a 16-bit lane and saturates there; its own documentation names the
-overflow. An int8 graph's answers then depend on the CPU: on an AVX2-only AMD EPYC (family 23) the shipped
-5-point graph moved single landmarks by up to 0.097 of the crop where the same graph with onnxruntime's
-exact u8u8 path moved them by 0.014 (``bench/int8_exactness.py``). With VNNI (``avx512_vnni``, ``avx_vnni``)
-the products accumulate in 32 bits, as on every machine the int8 graphs were scored on.
+adds each pair of products into a 16-bit lane and saturates there (onnxruntime names the overflow in its
+session option ``session.x64quantprecision``). An int8 graph's answers then depend on the CPU: on an
+AVX2-only AMD EPYC (family 23) the shipped 5-point graph scored 7.69% and 12.85% failures on AFLW where it
+had scored 7.67% and 12.55% on a CPU with VNNI. ``tcdcn.models.denormals.cpu_session_options`` switches that
+option on where this module finds no VNNI, so the products run exactly (uint8 x uint8) and the same graph
+gives the same answers on every CPU (measured: the same 7.67% and 12.55%; ``bench/int8_exactness.py``).
 """
 
 from __future__ import annotations
