@@ -10,8 +10,7 @@ printouts) or needs files that are not here are listed as skipped. ``--update`` 
 into the card, rounded as the card rounds them. New weights shipped under a name lose the card's figures
 (``ship_model.py``); ``--figures-from`` takes the list (names, descriptions, commands) from another card
 file, e.g. the previous one from git, to measure them all again for the new weights (those it cannot
-measure are dropped). Run from the
-repository root.
+measure are dropped). Run from the repository root.
 """
 
 from __future__ import annotations
@@ -24,8 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tcdcn.models.registry import SHIPPED
+
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS_DIR = REPO / "src" / "tcdcn" / "models" / "weights"
 
 
 def runnable(command: str) -> list[str] | None:
@@ -69,13 +69,15 @@ def measure(command: str) -> dict[str, Any] | str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="a shipped model's name (its card is weights/NAME.json)")
+    p.add_argument("model", help="a shipped model's name")
     p.add_argument("--only", default="", help="only figures whose name contains this text")
     p.add_argument("--update", action="store_true", help="write the measured values into the card")
     p.add_argument("--figures-from", type=Path, help="another card file whose figures to measure")
     args = p.parse_args()
 
-    card_path = WEIGHTS_DIR / f"{args.model}.json"
+    if args.model not in SHIPPED:
+        raise SystemExit(f"check_card_figures.py: {args.model!r} is not a shipped model ({', '.join(SHIPPED)})")
+    card_path = SHIPPED[args.model].card
     card = json.loads(card_path.read_text())
     if args.figures_from is not None:
         card["figures"] = json.loads(args.figures_from.read_text())["figures"]
