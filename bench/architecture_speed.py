@@ -28,13 +28,19 @@ from tcdcn.inference.export import export_onnx, face_crops, quantize_int8
 from tcdcn.models.network import TCDCN, count_multiply_adds
 
 REPO = Path(__file__).resolve().parents[1]
-# (channels, kernels) per shape; the first is the shipped models' (the paper's).
+# (channels, kernels, feature_dim) per shape; the first is the shipped models' (the paper's). The "live units"
+# shape is the shipped mtfl-5pt without its dead units (bench/weight_health.py); the "pruned" ones keep fewer
+# of its units (scripts/prune_model.py).
 SHAPES = {
-    "paper": ((20, 48, 64, 80), (5, 5, 3, 3)),
-    "narrow": ((16, 32, 48, 64), (5, 5, 3, 3)),
-    "narrow second layer": ((20, 32, 64, 80), (5, 5, 3, 3)),
-    "3x3 second layer": ((20, 48, 64, 80), (5, 3, 3, 3)),
-    "narrow, 3x3 second layer": ((16, 32, 48, 64), (5, 3, 3, 3)),
+    "paper": ((20, 48, 64, 80), (5, 5, 3, 3), 256),
+    "narrow": ((16, 32, 48, 64), (5, 5, 3, 3), 256),
+    "narrow second layer": ((20, 32, 64, 80), (5, 5, 3, 3), 256),
+    "3x3 second layer": ((20, 48, 64, 80), (5, 3, 3, 3), 256),
+    "narrow, 3x3 second layer": ((16, 32, 48, 64), (5, 3, 3, 3), 256),
+    "live units of mtfl-5pt": ((20, 38, 42, 47), (5, 5, 3, 3), 96),
+    "pruned (20, 24, 40, 48)": ((20, 24, 40, 48), (5, 5, 3, 3), 96),
+    "pruned (16, 24, 32, 48)": ((16, 24, 32, 48), (5, 5, 3, 3), 96),
+    "pruned (16, 16, 32, 48)": ((16, 16, 32, 48), (5, 5, 3, 3), 96),
 }
 TASKS = 8  # the shipped 5-point model's attribute outputs
 
@@ -55,8 +61,9 @@ def main() -> int:
     runners: dict[str, OnnxLandmarkModel] = {}
     multiply_adds: dict[str, int] = {}
     folder = Path(tempfile.mkdtemp())
-    for i, (name, (channels, kernels)) in enumerate(SHAPES.items()):
-        network = TCDCN(ModelConfig(input_size=cfg.model.input_size, channels=channels, kernels=kernels), TASKS)
+    for i, (name, (channels, kernels, feature_dim)) in enumerate(SHAPES.items()):
+        network = TCDCN(ModelConfig(input_size=cfg.model.input_size, channels=channels, kernels=kernels,
+                                    feature_dim=feature_dim), TASKS)
         with torch.no_grad():
             network.landmark_head.weight.normal_(0.0, 0.05)
         multiply_adds[name] = count_multiply_adds(network)
@@ -76,8 +83,9 @@ def main() -> int:
                     runner.run_network(crops[i:i + size])
                 best[(name, size)] = min(best[(name, size)], (time.perf_counter() - start) / len(crops))
     rows = {}
-    for name, (channels, kernels) in SHAPES.items():
-        rows[name] = {"channels": list(channels), "kernels": list(kernels), "multiply_adds": multiply_adds[name],
+    for name, (channels, kernels, feature_dim) in SHAPES.items():
+        rows[name] = {"channels": list(channels), "kernels": list(kernels), "feature_dim": feature_dim,
+                      "multiply_adds": multiply_adds[name],
                       "ms_per_crop_1": round(1000 * best[(name, 1)], 4),
                       "ms_per_crop_4": round(1000 * best[(name, 4)], 4)}
         print(f"{name:26s} {multiply_adds[name] / 1e6:5.1f}M multiply-adds  {rows[name]['ms_per_crop_1']:.3f} ms/crop "

@@ -30,50 +30,8 @@ from tcdcn.data.dataset import FaceDataset, split_faces
 from tcdcn.data.formats import read_annotations
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.models.denormals import zero_fraction
-from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters, standardise
-
-
-def layer_activity(network: TCDCN, crops: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per conv layer and for fc: the largest ReLU output of each channel/unit over all faces and positions."""
-    peaks: dict[str, np.ndarray] = {}
-    x = standardise(crops, tuple(crops.shape[1:]))  # (N, 1, S, S)
-    conv_index = 0
-    with torch.no_grad():
-        for module in network.features:
-            x = module(x)
-            if isinstance(module, nn.ReLU):
-                peaks[f"conv{conv_index}"] = x.amax(dim=(0, 2, 3)).numpy()  # (C,)
-                conv_index += 1
-        features = torch.relu(network.fc(x.flatten(1)))  # (N, D)
-    peaks["fc"] = features.amax(dim=0).numpy()  # (D,)
-    return peaks
-
-
-def pruned(network: TCDCN, alive: dict[str, np.ndarray]) -> TCDCN:
-    """The same function without dead conv channels and fc units (their outputs are always zero)."""
-    convs = [m for m in network.features if isinstance(m, nn.Conv2d)]
-    keep = [np.flatnonzero(alive[f"conv{i}"]) for i in range(len(convs))]
-    cfg = network.config
-    small_cfg = type(cfg)(**{**cfg.__dict__, "channels": [len(k) for k in keep],
-                             "feature_dim": int(alive["fc"].sum())})
-    small = TCDCN(small_cfg, network.num_tasks)
-    small_convs = [m for m in small.features if isinstance(m, nn.Conv2d)]
-    previous = np.arange(1)
-    with torch.no_grad():
-        for conv, target, kept in zip(convs, small_convs, keep):
-            target.weight.copy_(conv.weight[kept][:, previous])
-            target.bias.copy_(conv.bias[kept])
-            previous = kept
-        s = network.feature_map_size
-        columns = (previous[:, None] * s * s + np.arange(s * s)[None, :]).ravel()  # fc inputs of live channels
-        units = np.flatnonzero(alive["fc"])
-        small.fc.weight.copy_(network.fc.weight[units][:, columns])
-        small.fc.bias.copy_(network.fc.bias[units])
-        for head, small_head in ((network.landmark_head, small.landmark_head),
-                                 (network.attribute_head, small.attribute_head)):
-            small_head.weight.copy_(head.weight[:, units])
-            small_head.bias.copy_(head.bias)
-    return small.eval()
+from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters
+from tcdcn.models.pruning import live_units, pruned
 
 
 def onnx_latency(network: TCDCN, model: LandmarkModel, crops: np.ndarray, passes: int = 3) -> float:
@@ -112,15 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     dataset = FaceDataset(val_faces, input_size=model.input_size, box_mode="gt")
     crops = dataset.batch(range(len(dataset)))["images"]  # (N, 1, S, S)
-    peaks = layer_activity(network, crops)
-    alive = {name: peak > 0 for name, peak in peaks.items()}
+    alive = live_units(network, crops)
     layers: list[dict[str, Any]] = []
     named = [(f"conv{i}", m) for i, m in enumerate(m for m in network.features if isinstance(m, nn.Conv2d))]
     for name, module in named + [("fc", network.fc)]:
         weight = module.weight.detach()
         layers.append({"layer": name, "weights": weight.numel(), "zero_weights": int((weight == 0).sum()),
-                       "units": len(alive[name]), "dead_units": int((~alive[name]).sum())})
-    small = pruned(network, alive)
+                       "units": weight.shape[0], "dead_units": weight.shape[0] - len(alive[name])})
+    small = pruned(network, alive).eval()
     with torch.no_grad():
         full_out = network(crops)[0]
         small_out = small(crops)[0]

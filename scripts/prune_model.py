@@ -1,0 +1,92 @@
+"""Write a narrower copy of a trained model as a checkpoint to train on (``train.init_from``).
+
+    python scripts/prune_model.py mtfl-5pt --channels 16,24,32,48 --feature-dim 96 --out runs/pruned/init.pt
+    tcdcn train --config configs/mtfl-5pt-pruned.yaml --out runs/pruned-swa \\
+        --set model.channels=[16,24,32,48] --set model.feature_dim=96 --set train.init_from=runs/pruned/init.pt
+
+Keeps the most important channels of each conv layer and units of the fully connected layer
+(``tcdcn.models.pruning.units_by_importance``: mean ReLU output times the norm of the weights that read the
+unit), measured on crops of the config's training faces (ground-truth boxes; the validation split is left
+alone). A mirror calibration folded into a shipped model's landmark head is taken out first, so the copy
+predicts in the labels' convention, as a trained checkpoint does. Prints the validation error of the source
+and of the copy, one pass, ground-truth boxes (``--no-score`` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import numpy as np
+import torch
+
+from tcdcn.config import config_from_dict, config_to_dict, load_config
+from tcdcn.data.dataset import FaceDataset, split_faces
+from tcdcn.data.formats import read_annotations
+from tcdcn.evaluation.calibration import fold_landmark_offset
+from tcdcn.evaluation.metrics import nme, normalised_face_errors
+from tcdcn.models.checkpoint import atomic_save, landmark_shift_from_state, model_from_state, weights_payload
+from tcdcn.models.network import TCDCN, count_multiply_adds
+from tcdcn.models.pruning import pruned, units_by_importance
+from tcdcn.training.transfer import load_pretrained
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def one_pass_error(network: TCDCN, dataset: FaceDataset) -> float:
+    """Mean normalised error of one pass on ground-truth crops (the trainer's validation figure)."""
+    batch = dataset.batch(range(len(dataset)))
+    with torch.no_grad():
+        predicted = network.eval()(batch["images"])[0].numpy()  # (N, P, 2) in the crop frame
+    target = batch["landmarks"].numpy()  # (N, P, 2)
+    errors = normalised_face_errors(predicted, target, dataset.scheme.interocular_distance(target),
+                                    batch["visible"].numpy())
+    return nme(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("source", help="shipped model name or checkpoint")
+    p.add_argument("--channels", type=parse_widths, required=True, help="conv widths to keep, e.g. 16,24,32,48")
+    p.add_argument("--feature-dim", type=int, required=True, help="fully connected units to keep")
+    p.add_argument("--config", default="configs/mtfl-5pt.yaml", help="its training split supplies the crops")
+    p.add_argument("--faces", type=int, default=2000, help="training faces that measure importance")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-score", action="store_true")
+    args = p.parse_args(argv)
+
+    state = load_pretrained(args.source)
+    network, source_cfg, scheme, task_names = model_from_state(state, args.source)
+    shift = landmark_shift_from_state(state, network.num_points)
+    if shift is not None:
+        fold_landmark_offset(network, shift)  # back to the labels' convention
+    cfg = load_config(args.config)
+    train_faces, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(train_faces), size=min(args.faces, len(train_faces)), replace=False)
+    train_set = FaceDataset([train_faces[i] for i in chosen], input_size=network.config.input_size, box_mode="gt")
+    crops = train_set.batch(range(len(train_set)))["images"]  # (N, 1, S, S)
+    keep = units_by_importance(network, crops, args.channels, args.feature_dim)
+    small = pruned(network, keep)
+    model_cfg = dataclasses.replace(source_cfg.model, channels=list(small.config.channels),
+                                    feature_dim=small.config.feature_dim)
+    out_cfg = config_from_dict({**config_to_dict(source_cfg), "model": config_to_dict(model_cfg)})
+    small.config = out_cfg.model
+    atomic_save(weights_payload(small, out_cfg, scheme, task_names), args.out)
+    print(f"{args.out}: channels {list(model_cfg.channels)}, feature_dim {model_cfg.feature_dim}, "
+          f"{count_multiply_adds(small) / 1e6:.1f}M multiply-adds (source {count_multiply_adds(network) / 1e6:.1f}M)")
+    if not args.no_score:
+        val_set = FaceDataset(val_faces, input_size=network.config.input_size, box_mode="gt")
+        print(f"validation, one pass, labels' convention: source {100 * one_pass_error(network, val_set):.3f}%, "
+              f"pruned {100 * one_pass_error(small, val_set):.3f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
