@@ -2,7 +2,7 @@
 
     python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--box gt|detect]
         [--backend auto|onnx|int8|torch] [--flip] [--multi-crop] [--box-refinements K]
-        [--split validation|train] [--limit N]
+        [--split validation|train] [--part SUBFOLDER] [--limit N]
 
 ``--split train`` scores the faces the model was trained on instead (the first ``--limit`` of them), to
 tell a model that cannot fit its training faces from one that fits them and does not generalise.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -49,11 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--split", choices=("validation", "train"), default="validation")
     p.add_argument("--limit", type=int, default=0, help="score the first N faces of the split (0: all)")
+    p.add_argument("--part", default="", help="only the faces in this subfolder of the training data (e.g. "
+                   "helen of 300-W)")
     add_test_time_arguments(p)
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     train_faces, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     faces = val_faces if args.split == "validation" else train_faces
+    if args.part:
+        root = Path(cfg.data.train).resolve()
+        root = root if root.is_dir() else root.parent
+        faces = [f for f in faces if Path(f.image_path).resolve().relative_to(root).parts[0] == args.part]
+        if not faces:
+            p.error(f"--part {args.part}: no {args.split} faces in {root / args.part}")
     if args.limit > 0:
         faces = faces[: args.limit]
     model = load_landmark_model(args.model, args.backend)
@@ -64,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         detector = lambda rgb: [d.box for d in face_detector(rgb)]  # noqa: E731
     interocular = [interocular_crop_pixels(f.landmarks, model.scheme, model.input_size) for f in faces]
     summary = evaluate(model, faces, box=args.box, detector=detector).summary()
-    summary.update(model=args.model, config=args.config, backend=args.backend, split=args.split, faces=len(faces),
+    summary.update(model=args.model, config=args.config, backend=args.backend, split=args.split,
+                   part=args.part or None, faces=len(faces),
                    interocular_crop_pixels=float(np.nanmean(interocular)) if faces else None,
                    detector=face_detector.backend if detector else None, **test_time_summary(model))
     print(json.dumps(summary))
