@@ -1,8 +1,11 @@
 """Write a narrower copy of a trained model as a checkpoint to train on (``train.init_from``).
 
-    python scripts/prune_model.py mtfl-5pt --channels 16,24,32,48 --feature-dim 96 --out runs/pruned/init.pt
-    tcdcn train --config configs/mtfl-5pt-pruned.yaml --out runs/pruned-swa \\
-        --set model.channels=[16,24,32,48] --set model.feature_dim=96 --set train.init_from=runs/pruned/init.pt
+    python scripts/prune_model.py mtfl-5pt --channels 20,32,48,64 --feature-dim 128 --out runs/pruned/init.pt
+    tcdcn train --config configs/mtfl-5pt.yaml --out runs/pruned-ft --set model.channels=[20,32,48,64] \\
+        --set model.feature_dim=128 --set train.init_from=runs/pruned/init.pt
+
+(the full recipe, with its learning rate and averaging stage: docs/models.md, "Cheaper networks and
+distillation").
 
 Keeps the most important channels of each conv layer and units of the fully connected layer
 (``tcdcn.models.pruning.units_by_importance``: mean ReLU output times the norm of the weights that read the
@@ -15,7 +18,6 @@ and of the copy, one pass, ground-truth boxes (``--no-score`` skips it).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import numpy as np
@@ -74,12 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     crops = train_set.batch(range(len(train_set)))["images"]  # (N, 1, S, S)
     keep = units_by_importance(network, crops, args.channels, args.feature_dim)
     small = pruned(network, keep)
-    model_cfg = dataclasses.replace(source_cfg.model, channels=list(small.config.channels),
-                                    feature_dim=small.config.feature_dim)
-    out_cfg = config_from_dict({**config_to_dict(source_cfg), "model": config_to_dict(model_cfg)})
+    out_cfg = config_from_dict({**config_to_dict(source_cfg), "model": config_to_dict(small.config)})
     small.config = out_cfg.model
     atomic_save(weights_payload(small, out_cfg, scheme, task_names), args.out)
-    print(f"{args.out}: channels {list(model_cfg.channels)}, feature_dim {model_cfg.feature_dim}, "
+    print(f"{args.out}: channels {list(out_cfg.model.channels)}, feature_dim {out_cfg.model.feature_dim}, "
           f"{count_multiply_adds(small) / 1e6:.1f}M multiply-adds (source {count_multiply_adds(network) / 1e6:.1f}M)")
     if not args.no_score:
         val_set = FaceDataset(val_faces, input_size=network.config.input_size, box_mode="gt")
