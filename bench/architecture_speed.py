@@ -28,10 +28,10 @@ from tcdcn.inference.export import export_onnx, face_crops, quantize_int8
 from tcdcn.models.network import TCDCN, count_multiply_adds
 
 REPO = Path(__file__).resolve().parents[1]
-# (channels, kernels, feature_dim) per shape; the first is the shipped models' (the paper's). The "live units"
-# shape is the shipped mtfl-5pt without its dead units (bench/weight_health.py); the "pruned" ones keep fewer
-# of its units (scripts/prune_model.py).
-SHAPES = {
+# (channels, kernels, feature_dim[, factor_ranks]) per shape; the first is the paper's. The "live units" shape
+# is mtfl-5pt version 5 without its dead units (bench/weight_health.py); the "pruned" ones keep fewer of its
+# units (scripts/prune_model.py); "factored" ones replace a k x k layer by a rank-r k x 1, 1 x k pair.
+SHAPES: dict[str, tuple] = {
     "paper": ((20, 48, 64, 80), (5, 5, 3, 3), 256),
     "narrow": ((16, 32, 48, 64), (5, 5, 3, 3), 256),
     "narrow second layer": ((20, 32, 64, 80), (5, 5, 3, 3), 256),
@@ -41,6 +41,10 @@ SHAPES = {
     "pruned (20, 24, 40, 48)": ((20, 24, 40, 48), (5, 5, 3, 3), 96),
     "pruned (16, 24, 32, 48)": ((16, 24, 32, 48), (5, 5, 3, 3), 96),
     "pruned (16, 16, 32, 48)": ((16, 16, 32, 48), (5, 5, 3, 3), 96),
+    "mtfl-5pt version 6 (20, 32, 48, 64)": ((20, 32, 48, 64), (5, 5, 3, 3), 128),
+    "version 6, second layer rank 24": ((20, 32, 48, 64), (5, 5, 3, 3), 128, (0, 24, 0, 0)),
+    "version 6, second layer rank 16": ((20, 32, 48, 64), (5, 5, 3, 3), 128, (0, 16, 0, 0)),
+    "version 6, ranks 16 and 24": ((20, 32, 48, 64), (5, 5, 3, 3), 128, (0, 16, 24, 0)),
 }
 TASKS = 8  # the shipped 5-point model's attribute outputs
 
@@ -61,9 +65,9 @@ def main() -> int:
     runners: dict[str, OnnxLandmarkModel] = {}
     multiply_adds: dict[str, int] = {}
     folder = Path(tempfile.mkdtemp())
-    for i, (name, (channels, kernels, feature_dim)) in enumerate(SHAPES.items()):
+    for i, (name, (channels, kernels, feature_dim, *ranks)) in enumerate(SHAPES.items()):
         network = TCDCN(ModelConfig(input_size=cfg.model.input_size, channels=channels, kernels=kernels,
-                                    feature_dim=feature_dim), TASKS)
+                                    feature_dim=feature_dim, factor_ranks=tuple(*ranks)), TASKS)
         with torch.no_grad():
             network.landmark_head.weight.normal_(0.0, 0.05)
         multiply_adds[name] = count_multiply_adds(network)
@@ -83,12 +87,13 @@ def main() -> int:
                     runner.run_network(crops[i:i + size])
                 best[(name, size)] = min(best[(name, size)], (time.perf_counter() - start) / len(crops))
     rows = {}
-    for name, (channels, kernels, feature_dim) in SHAPES.items():
+    for name, (channels, kernels, feature_dim, *ranks) in SHAPES.items():
         rows[name] = {"channels": list(channels), "kernels": list(kernels), "feature_dim": feature_dim,
+                      "factor_ranks": list(*ranks),
                       "multiply_adds": multiply_adds[name],
                       "ms_per_crop_1": round(1000 * best[(name, 1)], 4),
                       "ms_per_crop_4": round(1000 * best[(name, 4)], 4)}
-        print(f"{name:26s} {multiply_adds[name] / 1e6:5.1f}M multiply-adds  {rows[name]['ms_per_crop_1']:.3f} ms/crop "
+        print(f"{name:36s} {multiply_adds[name] / 1e6:5.1f}M multiply-adds  {rows[name]['ms_per_crop_1']:.3f} ms/crop "
               f"(1 per call)  {rows[name]['ms_per_crop_4']:.3f} (4 per call)", flush=True)
     report = {"faces": len(crops), "rounds": args.rounds, "host_start": facts, "host_end": host_facts(),
               "shapes": rows}

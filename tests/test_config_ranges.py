@@ -26,7 +26,10 @@ def _invalid_values(key: str) -> list[float]:
 def _with(key: str, value: object) -> dict:
     values = config_to_dict(Config())
     section, name = key.split(".")
-    values[section][name] = [value] * len(values[section][name]) if isinstance(values[section][name], list) else value
+    default = values[section][name]
+    # A per-layer list that is empty by default (model.factor_ranks) takes one value per conv layer.
+    length = len(default) or len(values["model"]["channels"]) if isinstance(default, list) else 0
+    values[section][name] = [value] * length if isinstance(default, list) else value
     return values
 
 

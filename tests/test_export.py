@@ -153,6 +153,21 @@ def test_bare_network_export_needs_matching_task_names(tmp_path) -> None:
         export_onnx(network, tmp_path / "bad.onnx", task_names=("male",))
 
 
+def test_factored_network_exports_with_parity(test_crops, train_crops, tmp_path) -> None:
+    """A network with a factored layer (model.factor_ranks) runs the same in ONNX, float32 and int8."""
+    model = random_model(factor_ranks=(0, 12, 0, 0))
+    float_path = export_onnx(model, tmp_path / "factored.onnx")
+    ops = [n.op_type for n in __import__("onnx").load(str(float_path)).graph.node]
+    assert ops.count("Conv") == 5  # the factored layer is two convolutions
+    onnx_model = OnnxLandmarkModel(float_path, threads=1)
+    for a, b in zip(model.run_network(test_crops), onnx_model.run_network(test_crops)):
+        assert np.abs(a - b).max() < PARITY_TOLERANCE
+    int8_model = OnnxLandmarkModel(quantize_int8(float_path, tmp_path / "factored.int8.onnx", train_crops), threads=1)
+    out, _ = int8_model.run_network(test_crops)
+    ref, _ = onnx_model.run_network(test_crops)
+    assert np.abs(out - ref).max() < INT8_LANDMARK_TOLERANCE
+
+
 def test_int8_runs_and_stays_close_to_float(model_and_onnx, test_crops, train_crops, tmp_path) -> None:
     _, float_path = model_and_onnx
     int8_path = quantize_int8(float_path, tmp_path / "int8.onnx", train_crops)

@@ -72,6 +72,10 @@ class ModelConfig:
     kernels: tuple[int, ...] = (5, 5, 3, 3)
     feature_dim: int = 256
     num_points: int = 5
+    # Per conv layer, 0 for a full k x k convolution or r > 0 for a factored one: a k x 1 convolution to r
+    # channels, then a 1 x k one to the layer's width (a rank-r approximation; tcdcn.models.factoring).
+    # Empty: every layer full (the paper's network).
+    factor_ranks: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,7 @@ RANGES: dict[str, Range] = {
     "model.input_size": Range(16, 1024),
     "model.channels": AT_LEAST_ONE,
     "model.kernels": AT_LEAST_ONE,
+    "model.factor_ranks": NON_NEGATIVE,
     "model.feature_dim": AT_LEAST_ONE,
     "model.num_points": AT_LEAST_ONE,
     "objective.landmark_weight": POSITIVE,
@@ -367,14 +372,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def _numeric_keys(cfg: Config) -> list[tuple[str, Any]]:
-    """(dotted key, value) of every int/float (or tuple of them) field."""
+    """(dotted key, value) of every int/float (or tuple of them) field, an empty tuple of them included."""
     out = []
     for section in dataclasses.fields(cfg):
         part = getattr(cfg, section.name)
         for f in dataclasses.fields(part):
             value = getattr(part, f.name)
             items = value if isinstance(value, tuple) else (value,)
-            if items and all(isinstance(v, int | float) and not isinstance(v, bool) for v in items):
+            if not items and str(f.type).startswith(("tuple[int", "tuple[float")):
+                out.append((f"{section.name}.{f.name}", value))
+            elif items and all(isinstance(v, int | float) and not isinstance(v, bool) for v in items):
                 out.append((f"{section.name}.{f.name}", value))
     return out
 
@@ -428,6 +435,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.optimizer: expected adam|sgd, got {cfg.train.optimizer!r}")
     if len(cfg.model.channels) != len(cfg.model.kernels):
         raise ConfigError("model.channels and model.kernels must have the same length")
+    if cfg.model.factor_ranks and len(cfg.model.factor_ranks) != len(cfg.model.channels):
+        raise ConfigError(f"model.factor_ranks: expected one rank per conv layer ({len(cfg.model.channels)}) "
+                          f"or none, got {len(cfg.model.factor_ranks)}")
     if not 0 < cfg.data.validation_fraction < 1:
         raise ConfigError("data.validation_fraction must be in (0, 1)")
     a = cfg.augment

@@ -46,14 +46,44 @@ def _linear(in_features: int, out_features: int) -> nn.Linear:
         return nn.Linear(in_features, out_features)
 
 
+class FactoredConv2d(nn.Module):
+    """A k x k convolution as a k x 1 one to ``rank`` channels followed by a 1 x k one to ``out_channels``
+    (no non-linearity between: a rank-``rank`` approximation of the full filters, Jaderberg et al. 2014).
+    Multiply-adds per output position: k * rank * (in_channels * (1 + (k - 1) / W) + out_channels) against
+    k * k * in_channels * out_channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, rank: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.rank = in_channels, out_channels, rank
+        self.kernel_size = (kernel_size, kernel_size)
+        self.vertical = nn.Conv2d(in_channels, rank, (kernel_size, 1), bias=False)
+        self.horizontal = nn.Conv2d(rank, out_channels, (1, kernel_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.horizontal(self.vertical(x))  # (B, C_in, H, W) -> (B, r, H-k+1, W) -> (B, C_out, H-k+1, W-k+1)
+
+    def full_weight(self) -> torch.Tensor:
+        """The equivalent k x k filters (C_out, C_in, k, k)."""
+        vertical = self.vertical.weight[:, :, :, 0]  # (r, C_in, k)
+        horizontal = self.horizontal.weight[:, :, 0, :]  # (C_out, r, k)
+        return torch.einsum("riy,orx->oiyx", vertical, horizontal)  # (C_out, C_in, k, k)
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int, rank: int) -> nn.Module:
+    if rank > 0:
+        return FactoredConv2d(in_channels, out_channels, kernel_size, rank)
+    return nn.Conv2d(in_channels, out_channels, kernel_size)
+
+
 class TCDCN(nn.Module):
     def __init__(self, config: ModelConfig, num_tasks: int) -> None:
         super().__init__()
         self.config = config
         layers: list[nn.Module] = []
         in_ch, size = 1, config.input_size
-        for i, (out_ch, k) in enumerate(zip(config.channels, config.kernels)):
-            layers += [nn.Conv2d(in_ch, out_ch, k), nn.ReLU(inplace=True)]
+        ranks = tuple(config.factor_ranks) or (0,) * len(config.channels)
+        for i, (out_ch, k, rank) in enumerate(zip(config.channels, config.kernels, ranks)):
+            layers += [_conv(in_ch, out_ch, k, rank), nn.ReLU(inplace=True)]
             size = size - k + 1
             if i < len(config.channels) - 1:  # three 2x2 pools between four conv layers
                 layers.append(nn.MaxPool2d(2))
@@ -120,7 +150,12 @@ def count_multiply_adds(model: TCDCN) -> int:
     total = 0
     size = model.config.input_size
     for m in model.features:
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, FactoredConv2d):
+            k = m.kernel_size[0]
+            total += (size - k + 1) * size * m.rank * m.in_channels * k  # the k x 1 part
+            size = size - k + 1
+            total += size * size * m.out_channels * m.rank * k  # the 1 x k part
+        elif isinstance(m, nn.Conv2d):
             size = size - m.kernel_size[0] + 1
             total += size * size * m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
         elif isinstance(m, nn.MaxPool2d):

@@ -18,6 +18,11 @@ from .network import TCDCN, standardise
 
 
 def conv_layers(network: TCDCN) -> list[nn.Conv2d]:
+    """The network's conv layers; a network with factored layers (``model.factor_ranks``) is refused:
+    pruning reads and narrows whole k x k filters, so prune first, then factor."""
+    if any(network.config.factor_ranks):
+        raise ValueError("pruning needs full convolutions: this network has factored layers "
+                         f"(model.factor_ranks {list(network.config.factor_ranks)}); prune before factoring")
     return [m for m in network.features if isinstance(m, nn.Conv2d)]
 
 

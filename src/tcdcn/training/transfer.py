@@ -41,6 +41,9 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
         source_channels, channels = tuple(src_cfg.model.channels), tuple(cfg.model.channels)
         if tuple(src_cfg.model.kernels) != tuple(cfg.model.kernels):
             raise CheckpointError(f"{cfg.train.init_from}: model.kernels differs from this config's")
+        if any(src_cfg.model.factor_ranks) or any(cfg.model.factor_ranks):
+            raise CheckpointError(f"{cfg.train.init_from}: train.init_layers: features copies full convolutions "
+                                  "only (model.factor_ranks must be empty in both)")
         if len(source_channels) != len(channels) or any(c < s for c, s in zip(channels, source_channels)):
             raise CheckpointError(f"{cfg.train.init_from}: model.channels {list(source_channels)} cannot fill "
                                   f"this config's {list(channels)} (same layers, as many or more filters each)")
@@ -48,8 +51,8 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
         copy_filters_into_leading_channels(model, fresh)
         fresh.train()
         return fresh
-    for key in ("input_size", "channels", "kernels", "feature_dim"):
-        if getattr(src_cfg.model, key) != getattr(cfg.model, key):
+    for key in ("input_size", "channels", "kernels", "feature_dim", "factor_ranks"):
+        if tuple(np.atleast_1d(getattr(src_cfg.model, key))) != tuple(np.atleast_1d(getattr(cfg.model, key))):
             raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's "
                                   "(train.init_layers: features copies the conv filters only)")
     if model.num_points != cfg.model.num_points:

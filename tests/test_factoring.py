@@ -1,0 +1,108 @@
+"""Factored convolutions (model.factor_ranks, tcdcn.models.factoring) and scripts/prune_model.py --factor-ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from repo_scripts import REPO, load_file_module
+from test_pruning import _crops, _network
+
+from tcdcn.config import ModelConfig, config_from_dict, config_to_dict, load_config
+from tcdcn.errors import CheckpointError, ConfigError
+from tcdcn.models.checkpoint import model_from_state, read_checkpoint
+from tcdcn.models.factoring import factor_filters, factored
+from tcdcn.models.network import TCDCN, FactoredConv2d, count_multiply_adds
+from tcdcn.models.pruning import conv_layers
+from tcdcn.training.transfer import initial_network
+
+
+def test_full_rank_factoring_computes_the_same_function() -> None:
+    network, crops = _network(), _crops()
+    # Full rank of layer 1 (8 filters of 6 x 5 x 5): min(6 * 5, 8 * 5) = 30; layer 2: min(8 * 3, 10 * 3) = 24.
+    copy = factored(network, [0, 30, 24, 0]).eval()
+    assert isinstance(copy.features[3], FactoredConv2d) and isinstance(copy.features[6], FactoredConv2d)
+    with torch.no_grad():
+        for a, b in zip(network(crops), copy(crops)):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-4)
+
+
+def test_truncation_error_is_the_discarded_singular_values() -> None:
+    """Eckart-Young: the rank-r pair's error in Frobenius norm is the root sum of squares of the dropped
+    singular values of the (C_in * k) x (C_out * k) arrangement."""
+    weight = torch.randn(8, 6, 5, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    singular = torch.linalg.svdvals(weight.permute(1, 2, 0, 3).reshape(30, 40))
+    layer = FactoredConv2d(6, 8, 5, rank=7).double()
+    vertical, horizontal = factor_filters(weight, 7)
+    assert vertical.shape == (7, 6, 5, 1) and horizontal.shape == (8, 7, 1, 5)
+    with torch.no_grad():
+        layer.vertical.weight.copy_(vertical)
+        layer.horizontal.weight.copy_(horizontal)
+    with torch.no_grad():
+        error = (layer.full_weight() - weight).norm()
+    assert float(error) == pytest.approx(float(singular[7:].pow(2).sum().sqrt()), rel=1e-9)
+
+
+def test_a_separable_filter_needs_rank_one() -> None:
+    column, row = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 4.0, -1.0])
+    weight = torch.outer(column, row).reshape(1, 1, 3, 3)  # (C_out, C_in, k, k)
+    vertical, horizontal = factor_filters(weight, 1)
+    layer = FactoredConv2d(1, 1, 3, rank=1)
+    with torch.no_grad():
+        layer.vertical.weight.copy_(vertical)
+        layer.horizontal.weight.copy_(horizontal)
+        np.testing.assert_allclose(layer.full_weight().numpy(), weight.numpy(), atol=1e-6)
+
+
+def test_multiply_adds_of_a_factored_network_by_hand() -> None:
+    cfg = ModelConfig(channels=(20, 32, 48, 64), kernels=(5, 5, 3, 3), feature_dim=128, num_points=5,
+                      factor_ranks=(0, 16, 0, 0))
+    network = TCDCN(cfg, num_tasks=8)
+    expected = (56 * 56 * 20 * 25  # conv 1 on 60 x 60
+                + 24 * 28 * 16 * 20 * 5  # 5 x 1, 20 -> 16, on the pooled 28 x 28
+                + 24 * 24 * 32 * 16 * 5  # 1 x 5, 16 -> 32
+                + 10 * 10 * 48 * 32 * 9 + 3 * 3 * 64 * 48 * 9  # conv 3 on 12 x 12, conv 4 on 5 x 5
+                + 576 * 128 + 128 * 10 + 128 * 8)  # fc, heads
+    assert count_multiply_adds(network) == expected == 5_825_024
+
+
+@pytest.mark.parametrize("ranks", [(0, 16, 0), (0, -1, 0, 0)])
+def test_bad_ranks_are_refused_by_the_config(ranks: tuple[int, ...]) -> None:
+    base = config_to_dict(load_config(REPO / "configs" / "mtfl-5pt.yaml"))
+    base["model"]["factor_ranks"] = list(ranks)
+    with pytest.raises(ConfigError, match="factor_ranks"):
+        config_from_dict(base)
+
+
+def test_impossible_rank_is_refused() -> None:
+    with pytest.raises(ValueError, match="rank"):
+        factored(_network(), [0, 31, 0, 0])  # more than min(6 * 5, 8 * 5)
+
+
+def test_pruning_refuses_a_factored_network() -> None:
+    with pytest.raises(ValueError, match="factored"):
+        conv_layers(factored(_network(), [0, 4, 0, 0]))
+
+
+def test_script_factors_the_shipped_model_into_a_trainable_checkpoint(
+        mtfl_train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = load_file_module(REPO / "scripts" / "prune_model.py", "prune_model_factoring_under_test")
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "factored.pt"
+    assert script.main(["mtfl-5pt", "--factor-ranks", "0,16,0,0", "--faces", "20", "--out", str(out),
+                        "--no-score"]) == 0
+    network, cfg, _, _ = model_from_state(read_checkpoint(out), str(out))
+    assert tuple(cfg.model.factor_ranks) == (0, 16, 0, 0)
+    assert isinstance(network.features[3], FactoredConv2d) and network.features[3].rank == 16
+    # The checkpoint starts a run whose config names the same ranks, and no other.
+    run_cfg = config_to_dict(load_config(REPO / "configs" / "mtfl-5pt.yaml"))
+    run_cfg["model"].update(channels=list(cfg.model.channels), feature_dim=cfg.model.feature_dim,
+                            factor_ranks=[0, 16, 0, 0])
+    run_cfg["train"]["init_from"] = str(out)
+    started = initial_network(config_from_dict(run_cfg), cfg.data.tasks)
+    torch.testing.assert_close(started.features[3].vertical.weight, network.features[3].vertical.weight)
+    run_cfg["model"]["factor_ranks"] = []
+    with pytest.raises(CheckpointError, match="factor_ranks"):
+        initial_network(config_from_dict(run_cfg), cfg.data.tasks)
