@@ -14,9 +14,9 @@ from tcdcn.config import ModelConfig, config_from_dict, config_to_dict, load_con
 from tcdcn.errors import CheckpointError, ConfigError
 from tcdcn.models.checkpoint import model_from_state, read_checkpoint
 from tcdcn.models.factoring import factor_filters, factored
-from tcdcn.models.network import TCDCN, FactoredConv2d, count_multiply_adds
+from tcdcn.models.network import TCDCN, FactoredConv2d, count_multiply_adds, standardise
 from tcdcn.models.pruning import conv_layers
-from tcdcn.training.transfer import initial_network
+from tcdcn.training.transfer import copy_filters_into_leading_channels, initial_network
 
 
 def test_full_rank_factoring_computes_the_same_function() -> None:
@@ -106,3 +106,17 @@ def test_script_factors_the_shipped_model_into_a_trainable_checkpoint(
     run_cfg["model"]["factor_ranks"] = []
     with pytest.raises(CheckpointError, match="factor_ranks"):
         initial_network(config_from_dict(run_cfg), cfg.data.tasks)
+
+
+def test_features_transfer_copies_a_factored_layer_as_its_full_filters() -> None:
+    """init_layers: features from a factored network into a wider full one: the leading channels of every
+    layer compute the source's features (the 300-W transfer recipe from a factored 5-point model)."""
+    source = factored(_network(), [0, 4, 5, 0])
+    wider = TCDCN(ModelConfig(input_size=60, channels=(8, 10, 12, 14), kernels=(5, 5, 3, 3), feature_dim=16,
+                              num_points=68), num_tasks=3).eval()
+    copy_filters_into_leading_channels(source, wider)
+    x_source = x_wide = standardise(_crops(3), (1, 60, 60))  # (N, 1, 60, 60)
+    with torch.no_grad():
+        for src_module, module in zip(source.features, wider.features):
+            x_source, x_wide = src_module(x_source), module(x_wide)
+            torch.testing.assert_close(x_wide[:, :x_source.shape[1]], x_source, rtol=0, atol=1e-4)

@@ -21,7 +21,7 @@ import torch
 from ..config import Config
 from ..errors import CheckpointError
 from ..models.checkpoint import landmark_shift_from_state, model_from_state, read_checkpoint
-from ..models.network import TCDCN
+from ..models.network import TCDCN, FactoredConv2d
 from ..models.registry import resolve_weights_file
 
 
@@ -41,9 +41,9 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
         source_channels, channels = tuple(src_cfg.model.channels), tuple(cfg.model.channels)
         if tuple(src_cfg.model.kernels) != tuple(cfg.model.kernels):
             raise CheckpointError(f"{cfg.train.init_from}: model.kernels differs from this config's")
-        if any(src_cfg.model.factor_ranks) or any(cfg.model.factor_ranks):
-            raise CheckpointError(f"{cfg.train.init_from}: train.init_layers: features copies full convolutions "
-                                  "only (model.factor_ranks must be empty in both)")
+        if any(cfg.model.factor_ranks):
+            raise CheckpointError(f"{cfg.train.init_from}: train.init_layers: features fills full convolutions "
+                                  "only (this config's model.factor_ranks must be empty)")
         if len(source_channels) != len(channels) or any(c < s for c, s in zip(channels, source_channels)):
             raise CheckpointError(f"{cfg.train.init_from}: model.channels {list(source_channels)} cannot fill "
                                   f"this config's {list(channels)} (same layers, as many or more filters each)")
@@ -68,15 +68,18 @@ def copy_filters_into_leading_channels(source: TCDCN, target: TCDCN) -> None:
     """``source``'s conv filters into the leading output channels of ``target``'s (as wide or wider) layers.
 
     A copied filter's weights on the target's added input channels are set to zero, so the leading channels
-    of every layer compute exactly the source's features; equal widths copy the layers whole."""
-    source_convs = [m for m in source.features if isinstance(m, torch.nn.Conv2d)]
+    of every layer compute exactly the source's features; equal widths copy the layers whole. A factored
+    source layer (``FactoredConv2d``) is copied as the full filters it computes."""
+    source_convs = [m for m in source.features if isinstance(m, torch.nn.Conv2d | FactoredConv2d)]
     target_convs = [m for m in target.features if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():
         for src, dst in zip(source_convs, target_convs):
-            out_channels, in_channels = src.weight.shape[:2]
+            weight = src.full_weight() if isinstance(src, FactoredConv2d) else src.weight  # (C_out, C_in, k, k)
+            bias = src.horizontal.bias if isinstance(src, FactoredConv2d) else src.bias
+            out_channels, in_channels = weight.shape[:2]
             dst.weight[:out_channels].zero_()
-            dst.weight[:out_channels, :in_channels] = src.weight  # (C_out, C_in, k, k)
-            dst.bias[:out_channels] = src.bias
+            dst.weight[:out_channels, :in_channels] = weight
+            dst.bias[:out_channels] = bias
 
 
 class DistillationTeacher:
