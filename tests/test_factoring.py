@@ -91,15 +91,19 @@ def test_script_factors_the_shipped_model_into_a_trainable_checkpoint(
     script = load_file_module(REPO / "scripts" / "prune_model.py", "prune_model_factoring_under_test")
     monkeypatch.chdir(REPO)
     out = tmp_path / "factored.pt"
-    assert script.main(["mtfl-5pt", "--factor-ranks", "0,16,0,0", "--faces", "20", "--out", str(out),
+    assert script.main(["300w-68pt", "--factor-ranks", "0,16,0,0", "--faces", "20", "--out", str(out),
                         "--no-score"]) == 0
     network, cfg, _, _ = model_from_state(read_checkpoint(out), str(out))
     assert tuple(cfg.model.factor_ranks) == (0, 16, 0, 0)
     assert isinstance(network.features[3], FactoredConv2d) and network.features[3].rank == 16
+    # A layer factored already keeps its rank; the others are factored as asked.
+    again = tmp_path / "again.pt"
+    assert script.main([str(out), "--factor-ranks", "0,8,24,0", "--faces", "20", "--out", str(again),
+                        "--no-score"]) == 0
+    assert tuple(model_from_state(read_checkpoint(again), str(again))[1].model.factor_ranks) == (0, 16, 24, 0)
     # The checkpoint starts a run whose config names the same ranks, and no other.
-    run_cfg = config_to_dict(load_config(REPO / "configs" / "mtfl-5pt.yaml"))
-    run_cfg["model"].update(channels=list(cfg.model.channels), feature_dim=cfg.model.feature_dim,
-                            factor_ranks=[0, 16, 0, 0])
+    run_cfg = config_to_dict(cfg)  # the source's own training config, with the copy's model section
+    run_cfg["train"].update(init_layers="all")
     run_cfg["train"]["init_from"] = str(out)
     started = initial_network(config_from_dict(run_cfg), cfg.data.tasks)
     torch.testing.assert_close(started.features[3].vertical.weight, network.features[3].vertical.weight)

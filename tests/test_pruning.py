@@ -93,16 +93,16 @@ def test_impossible_widths_are_refused(channels: tuple[int, ...], feature_dim: i
 
 def test_script_writes_a_trainable_checkpoint_without_the_calibration(
         mtfl_train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """At full width the copy is the shipped network with its mirror calibration taken out of the head."""
+    """Asked for no change, the copy is the shipped network with its mirror calibration taken out of the
+    head; a narrower copy of a full-convolution model (300w-68pt) gets the widths asked for."""
     script = load_file_module(REPO / "scripts" / "prune_model.py", "prune_model_under_test")
     monkeypatch.chdir(REPO)  # the config's data paths are relative to the repository root
     shipped_state = read_checkpoint(resolve_weights_file("mtfl-5pt"))
     shipped, shipped_cfg, _, _ = model_from_state(shipped_state, "mtfl-5pt")
-    full_width = ",".join(str(c) for c in shipped_cfg.model.channels)
-    out = tmp_path / "full.pt"
-    assert script.main(["mtfl-5pt", "--channels", full_width, "--feature-dim", str(shipped_cfg.model.feature_dim),
-                        "--faces", "40", "--out", str(out), "--no-score"]) == 0
+    out = tmp_path / "same.pt"
+    assert script.main(["mtfl-5pt", "--faces", "40", "--out", str(out), "--no-score"]) == 0
     copy, cfg, _, _ = model_from_state(read_checkpoint(out), str(out))
+    assert copy.config == shipped.config
     shift = landmark_shift_from_state(shipped_state, 5)  # (P, 2): the shipped head's output less the raw network's
     assert shift is not None and np.abs(shift).max() > 0
     crops = _crops(6, seed=3)  # (N, 1, 60, 60)
@@ -110,8 +110,10 @@ def test_script_writes_a_trainable_checkpoint_without_the_calibration(
         np.testing.assert_allclose(copy(crops)[0].numpy(), shipped(crops)[0].numpy() - shift[None], atol=1e-5)
 
     narrow = tmp_path / "narrow.pt"
-    assert script.main(["mtfl-5pt", "--channels", "16,24,32,48", "--feature-dim", "64", "--faces", "40",
+    assert script.main(["300w-68pt", "--channels", "16,24,32,48", "--feature-dim", "64", "--faces", "40",
                         "--out", str(narrow), "--no-score"]) == 0
     small, small_cfg, _, tasks = model_from_state(read_checkpoint(narrow), str(narrow))
+    source, source_cfg, _, source_tasks = model_from_state(read_checkpoint(resolve_weights_file("300w-68pt")),
+                                                           "300w-68pt")
     assert list(small_cfg.model.channels) == [16, 24, 32, 48] and small_cfg.model.feature_dim == 64
-    assert tuple(tasks) == tuple(cfg.data.tasks)
+    assert small.num_points == source.num_points == 68 and tuple(tasks) == tuple(source_tasks)
