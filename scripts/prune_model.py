@@ -1,9 +1,9 @@
 """Write a narrower or factored copy of a trained model as a checkpoint to train on (``train.init_from``).
 
-    python scripts/prune_model.py mtfl-5pt --channels 20,32,48,64 --feature-dim 128 --out runs/pruned/init.pt
+    python scripts/prune_model.py RUN/best.pt --channels 20,32,48,64 --feature-dim 128 --out runs/pruned/init.pt
     tcdcn train --config configs/mtfl-5pt.yaml --out runs/pruned-ft --set model.channels=[20,32,48,64] \\
         --set model.feature_dim=128 --set train.init_from=runs/pruned/init.pt
-    python scripts/prune_model.py mtfl-5pt --factor-ranks 0,16,0,0 --out runs/factored/init.pt
+    python scripts/prune_model.py RUN/best.pt --factor-ranks 0,16,0,0 --out runs/factored/init.pt
 
 (the full recipe, with its learning rate and averaging stage: docs/models.md, "Cheaper networks and
 distillation").
@@ -83,10 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     channels = args.channels or tuple(network.config.channels)
     feature_dim = args.feature_dim or network.config.feature_dim
     small = network
-    if channels != tuple(network.config.channels) or feature_dim != network.config.feature_dim:
-        small = pruned(network, units_by_importance(network, crops, channels, feature_dim))
-    if args.factor_ranks:
-        small = factored(small, args.factor_ranks)
+    try:
+        if channels != tuple(network.config.channels) or feature_dim != network.config.feature_dim:
+            small = pruned(network, units_by_importance(network, crops, channels, feature_dim))
+        if args.factor_ranks:
+            small = factored(small, args.factor_ranks)
+    except ValueError as exc:  # widths or ranks this network cannot take
+        p.error(f"{args.source}: {exc}")
     out_cfg = config_from_dict({**config_to_dict(source_cfg), "model": config_to_dict(small.config)})
     small.config = out_cfg.model
     atomic_save(weights_payload(small, out_cfg, scheme, task_names), args.out)

@@ -117,3 +117,13 @@ def test_script_writes_a_trainable_checkpoint_without_the_calibration(
                                                            "300w-68pt")
     assert list(small_cfg.model.channels) == [16, 24, 32, 48] and small_cfg.model.feature_dim == 64
     assert small.num_points == source.num_points == 68 and tuple(tasks) == tuple(source_tasks)
+
+
+def test_script_refuses_to_prune_a_factored_model(
+        mtfl_train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    script = load_file_module(REPO / "scripts" / "prune_model.py", "prune_model_refusal_under_test")
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as stopped:
+        script.main(["mtfl-5pt", "--channels", "16,32,48,64", "--faces", "20", "--out", str(tmp_path / "x.pt")])
+    assert stopped.value.code == 2 and not (tmp_path / "x.pt").exists()
+    assert "mtfl-5pt: pruning needs full convolutions" in capsys.readouterr().err

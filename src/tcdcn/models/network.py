@@ -49,8 +49,8 @@ def _linear(in_features: int, out_features: int) -> nn.Linear:
 class FactoredConv2d(nn.Module):
     """A k x k convolution as a k x 1 one to ``rank`` channels followed by a 1 x k one to ``out_channels``
     (no non-linearity between: a rank-``rank`` approximation of the full filters, Jaderberg et al. 2014).
-    Multiply-adds per output position: k * rank * (in_channels * (1 + (k - 1) / W) + out_channels) against
-    k * k * in_channels * out_channels."""
+    Multiply-adds on an H x W input: k * rank * (in_channels * H' * W + out_channels * H' * W') against
+    k * k * in_channels * out_channels * H' * W' (H' = H - k + 1, W' = W - k + 1)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, rank: int) -> None:
         super().__init__()

@@ -52,7 +52,7 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
         fresh.train()
         return fresh
     for key in ("input_size", "channels", "kernels", "feature_dim", "factor_ranks"):
-        if tuple(np.atleast_1d(getattr(src_cfg.model, key))) != tuple(np.atleast_1d(getattr(cfg.model, key))):
+        if _shape_value(src_cfg.model, key) != _shape_value(cfg.model, key):
             raise CheckpointError(f"{cfg.train.init_from}: model.{key} differs from this config's "
                                   "(train.init_layers: features copies the conv filters only)")
     if model.num_points != cfg.model.num_points:
@@ -62,6 +62,14 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
     model.config = cfg.model
     model.train()
     return model
+
+
+def _shape_value(model_cfg: Any, key: str) -> Any:
+    """A model key as compared between a source and a run: no factor ranks means rank 0 for every layer."""
+    value = getattr(model_cfg, key)
+    if key == "factor_ranks":
+        return tuple(value) or (0,) * len(model_cfg.channels)
+    return tuple(value) if isinstance(value, tuple | list) else value
 
 
 def copy_filters_into_leading_channels(source: TCDCN, target: TCDCN) -> None:
