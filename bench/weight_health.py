@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
     network = model.network
+    if any(network.config.factor_ranks):  # pruning (the dead-unit copy below) reads full convolutions
+        p.error(f"{args.model}: has factored layers (model.factor_ranks {list(network.config.factor_ranks)}); "
+                "this report reads full convolutions only")
     cfg = load_config(args.config)
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     dataset = FaceDataset(val_faces, input_size=model.input_size, box_mode="gt")
