@@ -68,7 +68,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp())
     for i, (name, (channels, kernels, feature_dim, *ranks)) in enumerate(SHAPES.items()):
         network = TCDCN(ModelConfig(input_size=cfg.model.input_size, channels=channels, kernels=kernels,
-                                    feature_dim=feature_dim, factor_ranks=tuple(*ranks)), TASKS)
+                                    feature_dim=feature_dim, factor_ranks=ranks[0] if ranks else ()), TASKS)
         with torch.no_grad():
             network.landmark_head.weight.normal_(0.0, 0.05)
         multiply_adds[name] = count_multiply_adds(network)
@@ -90,7 +90,7 @@ def main() -> int:
     rows = {}
     for name, (channels, kernels, feature_dim, *ranks) in SHAPES.items():
         rows[name] = {"channels": list(channels), "kernels": list(kernels), "feature_dim": feature_dim,
-                      "factor_ranks": list(*ranks),
+                      "factor_ranks": list(ranks[0] if ranks else ()),
                       "multiply_adds": multiply_adds[name],
                       "ms_per_crop_1": round(1000 * best[(name, 1)], 4),
                       "ms_per_crop_4": round(1000 * best[(name, 4)], 4)}

@@ -31,7 +31,7 @@ from tcdcn.data.formats import read_annotations
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.models.denormals import zero_fraction
 from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters
-from tcdcn.models.pruning import live_units, pruned
+from tcdcn.models.pruning import conv_layers, live_units, pruned
 
 
 def onnx_latency(network: TCDCN, model: LandmarkModel, crops: np.ndarray, passes: int = 3) -> float:
@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
     network = model.network
-    if any(network.config.factor_ranks):  # pruning (the dead-unit copy below) reads full convolutions
-        p.error(f"{args.model}: has factored layers (model.factor_ranks {list(network.config.factor_ranks)}); "
-                "this report reads full convolutions only")
+    try:
+        conv_layers(network)  # the dead-unit copy below is a pruning: full convolutions only
+    except ValueError as exc:
+        p.error(f"{args.model}: {exc}")
     cfg = load_config(args.config)
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     dataset = FaceDataset(val_faces, input_size=model.input_size, box_mode="gt")
