@@ -31,7 +31,7 @@ from tcdcn.data.formats import read_annotations
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.models.denormals import zero_fraction
 from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters
-from tcdcn.models.pruning import conv_layers, live_units, pruned
+from tcdcn.models.pruning import conv_layers, layer_filters, live_units, pruned
 
 
 def onnx_latency(network: TCDCN, model: LandmarkModel, crops: np.ndarray, passes: int = 3) -> float:
@@ -66,21 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model = LandmarkModel.load(args.model)
     network = model.network
-    try:
-        conv_layers(network)  # the dead-unit copy below is a pruning: full convolutions only
-    except ValueError as exc:
-        p.error(f"{args.model}: {exc}")
     cfg = load_config(args.config)
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     dataset = FaceDataset(val_faces, input_size=model.input_size, box_mode="gt")
     crops = dataset.batch(range(len(dataset)))["images"]  # (N, 1, S, S)
     alive = live_units(network, crops)
     layers: list[dict[str, Any]] = []
-    named = [(f"conv{i}", m) for i, m in enumerate(m for m in network.features if isinstance(m, nn.Conv2d))]
+    named: list[tuple[str, nn.Module]] = [(f"conv{i}", m) for i, m in enumerate(conv_layers(network))]
     for name, module in named + [("fc", network.fc)]:
-        weight = module.weight.detach()
+        # A factored layer's weights are its two parts' (k x 1 and 1 x k); its units, its output channels.
+        weight = torch.cat([w.detach().flatten() for n, w in module.named_parameters() if n.endswith("weight")])
+        units = len(layer_filters(module)) if name != "fc" else network.fc.out_features
         layers.append({"layer": name, "weights": weight.numel(), "zero_weights": int((weight == 0).sum()),
-                       "units": weight.shape[0], "dead_units": weight.shape[0] - len(alive[name])})
+                       "units": units, "dead_units": units - len(alive[name])})
     small = pruned(network, alive).eval()
     with torch.no_grad():
         full_out = network(crops)[0]

@@ -15,7 +15,7 @@ from tcdcn.errors import CheckpointError, ConfigError
 from tcdcn.models.checkpoint import model_from_state, read_checkpoint
 from tcdcn.models.factoring import factor_filters, factored
 from tcdcn.models.network import TCDCN, FactoredConv2d, count_multiply_adds, standardise
-from tcdcn.models.pruning import conv_layers
+from tcdcn.models.pruning import conv_layers, live_units, pruned, units_by_importance
 from tcdcn.training.transfer import copy_filters_into_leading_channels, initial_network
 
 
@@ -81,9 +81,36 @@ def test_impossible_rank_is_refused() -> None:
         factored(_network(), [0, 31, 0, 0])  # more than min(6 * 5, 8 * 5)
 
 
-def test_pruning_refuses_a_factored_network() -> None:
-    with pytest.raises(ValueError, match="factored"):
-        conv_layers(factored(_network(), [0, 4, 0, 0]))
+def test_pruning_a_factored_network_keeps_its_ranks_and_the_function_of_live_units() -> None:
+    """Channels of the layer before a factored one leave its k x 1 part's inputs; a factored layer's own
+    channels leave its 1 x k part's outputs; the rank stays. Dead channels go without changing the outputs."""
+    network, crops = factored(_network(), [0, 4, 5, 0]).eval(), _crops()
+    with torch.no_grad():
+        first = conv_layers(network)[0]
+        first.weight[2], first.bias[2] = 0.0, -1.0  # conv0 channel 2 never fires (read by factored conv1)
+        second = conv_layers(network)[1]
+        assert isinstance(second, FactoredConv2d)
+        second.horizontal.weight[5], second.horizontal.bias[5] = 0.0, -1.0  # conv1 channel 5 never fires
+    alive = live_units(network, crops)
+    assert 2 not in alive["conv0"] and 5 not in alive["conv1"]
+    small = pruned(network, alive).eval()
+    assert tuple(small.config.factor_ranks) == (0, 4, 5, 0)
+    small_second = conv_layers(small)[1]
+    assert isinstance(small_second, FactoredConv2d) and small_second.rank == 4
+    assert small_second.vertical.weight.shape[1] == len(alive["conv0"])  # (r, C0 kept, k, 1)
+    assert small_second.horizontal.weight.shape[0] == len(alive["conv1"])  # (C1 kept, r, 1, k)
+    with torch.no_grad():
+        for full, copy in zip(network(crops), small(crops)):
+            np.testing.assert_allclose(copy.numpy(), full.numpy(), atol=1e-5)
+
+
+def test_importance_reads_a_factored_reader_through_its_full_filters() -> None:
+    """A conv0 channel that the factored conv1 never reads (zero k x 1 weights on it) scores zero."""
+    network, crops = factored(_network(), [0, 4, 0, 0]).eval(), _crops()
+    with torch.no_grad():
+        conv_layers(network)[1].vertical.weight[:, 1] = 0.0  # (r, C0, k, 1): conv0 channel 1 is unread
+    keep = units_by_importance(network, crops, (5, 8, 10, 12), 16)
+    assert 1 not in keep["conv0"] and len(keep["conv0"]) == 5
 
 
 def test_script_factors_the_shipped_model_into_a_trainable_checkpoint(

@@ -11,7 +11,7 @@ from repo_scripts import REPO, load_file_module
 
 from tcdcn.config import ModelConfig
 from tcdcn.models.checkpoint import landmark_shift_from_state, model_from_state, read_checkpoint
-from tcdcn.models.network import TCDCN
+from tcdcn.models.network import TCDCN, count_multiply_adds
 from tcdcn.models.pruning import conv_layers, layer_activity, live_units, pruned, units_by_importance
 from tcdcn.models.registry import resolve_weights_file
 
@@ -119,11 +119,20 @@ def test_script_writes_a_trainable_checkpoint_without_the_calibration(
     assert small.num_points == source.num_points == 68 and tuple(tasks) == tuple(source_tasks)
 
 
-def test_script_refuses_to_prune_a_factored_model(
-        mtfl_train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    script = load_file_module(REPO / "scripts" / "prune_model.py", "prune_model_refusal_under_test")
+def test_script_narrows_the_factored_shipped_model(
+        mtfl_train_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped mtfl-5pt (second layer factored) pruned to fewer first-layer channels: the copy keeps the
+    rank and the widths asked for, and costs fewer multiply-adds."""
+    script = load_file_module(REPO / "scripts" / "prune_model.py", "prune_model_factored_under_test")
     monkeypatch.chdir(REPO)
-    with pytest.raises(SystemExit) as stopped:
-        script.main(["mtfl-5pt", "--channels", "16,32,48,64", "--faces", "20", "--out", str(tmp_path / "x.pt")])
-    assert stopped.value.code == 2 and not (tmp_path / "x.pt").exists()
-    assert "mtfl-5pt: pruning needs full convolutions" in capsys.readouterr().err
+    source = read_checkpoint(resolve_weights_file("mtfl-5pt"))
+    network, _, _, _ = model_from_state(source, "mtfl-5pt")
+    ranks = tuple(network.config.factor_ranks)
+    assert any(ranks)
+    out = tmp_path / "narrow.pt"
+    widths = (16,) + tuple(network.config.channels[1:])
+    assert script.main(["mtfl-5pt", "--channels", ",".join(map(str, widths)), "--faces", "20",
+                        "--out", str(out), "--no-score"]) == 0
+    copy, cfg, _, _ = model_from_state(read_checkpoint(out), str(out))
+    assert tuple(cfg.model.channels) == widths and tuple(cfg.model.factor_ranks) == ranks
+    assert count_multiply_adds(copy) < count_multiply_adds(network)

@@ -4,6 +4,8 @@ Training with the filter decay leaves many units of the last layers dead (their 
 every face), so removing them changes no output (``live_units``). Keeping fewer units than are alive
 (``units_by_importance``) changes the function; the narrower network is then a starting point for more
 training, cheaper to run than the source (the second convolution holds most of the multiply-adds).
+Factored layers (``models.factoring``) are narrowed like whole ones and keep their rank: their k x 1 part
+loses the input channels the previous layer dropped, their 1 x k part the output channels not kept.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .network import TCDCN, standardise
+from .network import TCDCN, FactoredConv2d, standardise
+
+ConvLayer = nn.Conv2d | FactoredConv2d
 
 
-def conv_layers(network: TCDCN) -> list[nn.Conv2d]:
-    """The network's conv layers; a network with factored layers (``model.factor_ranks``) is refused:
-    pruning reads and narrows whole k x k filters, so prune first, then factor."""
-    if any(network.config.factor_ranks):
-        raise ValueError("pruning needs full convolutions: this network has factored layers "
-                         f"(model.factor_ranks {list(network.config.factor_ranks)}); prune before factoring")
-    return [m for m in network.features if isinstance(m, nn.Conv2d)]
+def conv_layers(network: TCDCN) -> list[ConvLayer]:
+    """The network's conv layers, whole (``nn.Conv2d``) or factored (``FactoredConv2d``), in order."""
+    return [m for m in network.features if isinstance(m, ConvLayer)]
+
+
+def layer_filters(layer: ConvLayer) -> torch.Tensor:
+    """The k x k filters a conv layer computes (C_out, C_in, k, k): a factored layer's product of its parts."""
+    return layer.full_weight() if isinstance(layer, FactoredConv2d) else layer.weight
 
 
 def layer_activity(network: TCDCN, crops: torch.Tensor) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -54,7 +59,7 @@ def _outgoing_norms(network: TCDCN) -> dict[str, np.ndarray]:
     norms: dict[str, np.ndarray] = {}
     with torch.no_grad():
         for i, reader in enumerate(convs[1:]):
-            norms[f"conv{i}"] = reader.weight.pow(2).sum(dim=(0, 2, 3)).sqrt().numpy()  # (C_i,)
+            norms[f"conv{i}"] = layer_filters(reader).pow(2).sum(dim=(0, 2, 3)).sqrt().numpy()  # (C_i,)
         s = network.feature_map_size
         fc_in = network.fc.weight.reshape(network.fc.out_features, convs[-1].out_channels, s * s)  # (D, C, s*s)
         norms[f"conv{len(convs) - 1}"] = fc_in.pow(2).sum(dim=(0, 2)).sqrt().numpy()  # (C,)
@@ -96,8 +101,15 @@ def pruned(network: TCDCN, keep: Mapping[str, np.ndarray]) -> TCDCN:
     previous = np.arange(1)  # the grey input channel
     with torch.no_grad():
         for conv, target, channels in zip(convs, conv_layers(small), kept):
-            target.weight.copy_(conv.weight[channels][:, previous])  # (C_kept, C_prev_kept, k, k)
-            target.bias.copy_(conv.bias[channels])
+            if isinstance(conv, FactoredConv2d) and isinstance(target, FactoredConv2d):
+                target.vertical.weight.copy_(conv.vertical.weight[:, previous])  # (r, C_prev_kept, k, 1)
+                target.horizontal.weight.copy_(conv.horizontal.weight[channels])  # (C_kept, r, 1, k)
+                target.horizontal.bias.copy_(conv.horizontal.bias[channels])
+            elif isinstance(conv, nn.Conv2d) and isinstance(target, nn.Conv2d):
+                target.weight.copy_(conv.weight[channels][:, previous])  # (C_kept, C_prev_kept, k, k)
+                target.bias.copy_(conv.bias[channels])
+            else:  # the copy's config keeps the source's factor_ranks, so the kinds always match
+                raise AssertionError("pruned copy and source differ in which layers are factored")
             previous = channels
         s = network.feature_map_size
         columns = (previous[:, None] * s * s + np.arange(s * s)[None, :]).ravel()  # fc inputs of kept channels
