@@ -215,7 +215,8 @@ def shipped_checkpoint_with_data(tmp_path: Path, train: str) -> Path:
 
 
 def test_auto_runs_a_checkpoint_on_an_int8_graph_calibrated_on_its_training_faces(
-        tmp_path, caplog) -> None:
+        tmp_path, caplog, monkeypatch) -> None:
+    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_pays", lambda: True)  # a CPU where int8 pays
     checkpoint = shipped_checkpoint_with_data(tmp_path, str(SHARED_DATA / "mtfl" / "training.txt"))
     with caplog.at_level(logging.INFO, logger="tcdcn"):
         model = load_landmark_model(checkpoint)
@@ -233,7 +234,8 @@ def test_auto_runs_a_checkpoint_on_an_int8_graph_calibrated_on_its_training_face
     assert int8_disagreement(in_float, shipped, check) <= INT8_AGREEMENT_LIMIT
 
 
-def test_auto_runs_a_checkpoint_in_float_without_its_training_faces(tmp_path, caplog) -> None:
+def test_auto_runs_a_checkpoint_in_float_without_its_training_faces(tmp_path, caplog, monkeypatch) -> None:
+    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_pays", lambda: True)  # a CPU where int8 pays
     checkpoint = shipped_checkpoint_with_data(tmp_path, str(tmp_path / "moved" / "training.txt"))
     with caplog.at_level(logging.INFO, logger="tcdcn"):
         model = load_landmark_model(checkpoint)
@@ -242,9 +244,20 @@ def test_auto_runs_a_checkpoint_in_float_without_its_training_faces(tmp_path, ca
     assert "training.txt" in caplog.text
 
 
+def test_auto_runs_a_checkpoint_in_float_where_int8_does_not_pay(tmp_path, caplog, monkeypatch) -> None:
+    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_pays", lambda: False)  # x86 without VNNI
+    checkpoint = shipped_checkpoint_with_data(tmp_path, str(SHARED_DATA / "mtfl" / "training.txt"))
+    with caplog.at_level(logging.INFO, logger="tcdcn"):
+        model = load_landmark_model(checkpoint)
+    assert model.path.name == "model.onnx" and "quantization" not in model.metadata
+    assert "int8 is slower on a CPU without VNNI" in caplog.text
+    assert "calibrated on" not in caplog.text  # nothing was quantised
+
+
 def test_auto_keeps_float_when_the_int8_graph_moves_the_landmarks(tmp_path, caplog, monkeypatch) -> None:
     import tcdcn.inference.export as export_module
 
+    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_pays", lambda: True)  # a CPU where int8 pays
     monkeypatch.setattr(export_module, "INT8_AGREEMENT_LIMIT", 0.0)  # any int8 round-off now counts as too much
     checkpoint = shipped_checkpoint_with_data(tmp_path, str(SHARED_DATA / "mtfl" / "training.txt"))
     with caplog.at_level(logging.INFO, logger="tcdcn"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tcdcn.cpu import cpu_flags, int8_products_exact
+from tcdcn.cpu import cpu_flags, int8_pays, int8_products_exact
 from tcdcn.models.denormals import cpu_session_options
 
 # Two processors of one host: only the first block is read.
@@ -61,3 +61,25 @@ def test_sessions_take_the_exact_int8_path_only_where_products_saturate(
             entries("session.x64quantprecision")
     else:
         assert entries("session.x64quantprecision") == option
+
+
+@pytest.mark.parametrize(("machine", "extra", "pays"), [("x86_64", "", False), ("x86_64", " avx512f", False),
+                                                        ("x86_64", " avx512f avx512_vnni", True),
+                                                        ("x86_64", " avx_vnni", True), ("aarch64", "", True)])
+def test_int8_pays_except_on_x86_without_vnni(tmp_path: Path, machine: str, extra: str, pays: bool) -> None:
+    assert int8_pays(machine, write_cpuinfo(tmp_path, 25, extra)) is pays
+    assert int8_pays("x86_64", tmp_path / "no-cpuinfo") is True  # unknown flags: int8, as before the rule
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_auto_runs_the_shipped_int8_graph_only_where_it_pays(monkeypatch: pytest.MonkeyPatch, pays: bool) -> None:
+    from tcdcn.inference.loading import load_landmark_model
+    from tcdcn.models.registry import SHIPPED
+
+    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_pays", lambda: pays)
+    card = SHIPPED["mtfl-5pt"]
+    assert card.auto_backend == "int8"
+    expected = card.int8_onnx_file if pays else card.onnx_file
+    assert load_landmark_model("mtfl-5pt").describe_backend() == f"onnxruntime, {expected}"
+    # An explicit backend is never overridden.
+    assert load_landmark_model("mtfl-5pt", "int8").describe_backend() == f"onnxruntime, {card.int8_onnx_file}"

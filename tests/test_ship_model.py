@@ -180,6 +180,7 @@ def test_auto_runs_a_shipped_model_on_the_graph_its_card_names(monkeypatch: pyte
 
     record = SHIPPED["mtfl-5pt"]
     monkeypatch.setitem(SHIPPED, "mtfl-5pt", replace(record, auto_backend=auto_backend))
+    monkeypatch.setattr("tcdcn.inference.loading.this_cpu_int8_pays", lambda: True)  # tests/test_int8_cpu_rule.py
     model = load_landmark_model("mtfl-5pt", "auto")
     expected = record.int8_onnx_file if auto_backend == "int8" else record.onnx_file
     assert model.describe_backend() == f"onnxruntime, {expected}"

@@ -1,4 +1,5 @@
-"""Whether this CPU computes onnxruntime's int8 products exactly, which decides how int8 graphs are run.
+"""Whether this CPU computes onnxruntime's int8 products exactly, which decides how int8 graphs are run and
+whether ``auto`` runs them at all (``int8_pays``).
 
 On x86-64 CPUs without VNNI, onnxruntime multiplies uint8 activations by int8 weights with VPMADDUBSW, which
 adds each pair of products into a 16-bit lane and saturates there (onnxruntime names the overflow in its
@@ -51,3 +52,21 @@ def int8_products_exact(machine: str | None = None, cpuinfo: Path = CPUINFO) -> 
 def this_cpu_int8_exact() -> bool | None:
     """``int8_products_exact()`` for this process's CPU, read once."""
     return int8_products_exact()
+
+
+def int8_pays(machine: str | None = None, cpuinfo: Path = CPUINFO) -> bool:
+    """Whether an int8 graph is the faster choice here: everywhere but on x86-64 without VNNI.
+
+    With VNNI, onnxruntime's int8 convolutions ran the shipped 5-point network 1.4-2.6 times faster than float32
+    (``bench/speed.py``). Without it they run exactly only through the slower uint8 x uint8 products
+    (``int8_products_exact``), and on an AVX2-only AMD EPYC (family 25 model 1) the int8 graph took 0.271 ms
+    per crop against float32's 0.220 (the default inference 1.68 ms per face against 1.46). On an older
+    AVX2-only core (family 23 model 1) int8 was 4-8% faster than float32: there this rule costs that much.
+    Where the flags cannot be read, int8 (as before the rule)."""
+    return int8_products_exact(machine, cpuinfo) is not False
+
+
+@functools.lru_cache(maxsize=1)
+def this_cpu_int8_pays() -> bool:
+    """``int8_pays()`` for this process's CPU, read once."""
+    return int8_pays()

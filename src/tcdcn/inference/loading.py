@@ -3,7 +3,8 @@
 ``load_landmark_model(name_or_path, backend)``: "auto" (the default) runs every model on onnxruntime, the faster
 backend for this network (a shipped model name loads the graph its card's ``auto_backend`` names, its int8 graph
 where that scored as the float one on validation, else its ``.onnx`` twin; a checkpoint is exported to a
-temporary ONNX graph first, and quantised to int8 where that agrees with float32: ``_quantised_twin``); "onnx"
+temporary ONNX graph first, and quantised to int8 where that agrees with float32: ``_quantised_twin``), int8
+only where it pays on this CPU (``cpu.int8_pays``: not on x86-64 without VNNI); "onnx"
 runs the float graph; "int8" runs a shipped model's int8 graph; "torch" runs a checkpoint in torch.
 Nothing here imports torch unless the torch backend or a checkpoint asks for it.
 """
@@ -15,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..cpu import this_cpu_int8_pays
 from ..errors import BackendError, CheckpointError, TcdcnError
 from ..models.registry import SHIPPED, apply_test_time_defaults, verify_sha256
 from .backends.onnx import OnnxLandmarkModel
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from ..config import Config
 
 BACKENDS = ("auto", "torch", "onnx", "int8")
+INT8_DOES_NOT_PAY = "%s: runs the float32 graph: int8 is slower on a CPU without VNNI (--backend int8 runs it)"
 log = logging.getLogger("tcdcn")
 
 
@@ -69,8 +72,9 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
 
     "auto" runs inference on onnxruntime, the faster backend for this network on every CPU measured
     (``bench/speed.py``): an ``.onnx`` file directly, a shipped name through the shipped graph its card's
-    ``auto_backend`` names (int8 or float), a checkpoint through a temporary ONNX export (this needs torch, and
-    keeps the checkpoint's test-time options), on int8 where ``_quantised_twin`` finds that usable; an ``.onnx``
+    ``auto_backend`` names (int8 or float; float where int8 does not pay on this CPU, ``cpu.int8_pays``), a
+    checkpoint through a temporary ONNX export (this needs torch, and keeps the checkpoint's test-time options),
+    on int8 where it pays and ``_quantised_twin`` finds that usable; an ``.onnx``
     file runs the test-time options its metadata records (``tcdcn export`` writes the exported model's).
     "onnx" runs a shipped name's float32 graph. "int8" runs a shipped name's int8 graph (a checkpoint needs
     ``tcdcn export --int8`` first). "torch" runs the
@@ -95,6 +99,9 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     record = SHIPPED.get(text)
     if backend == "auto" and record is not None:
         backend = record.auto_backend
+        if backend == "int8" and not this_cpu_int8_pays():
+            log.info(INT8_DOES_NOT_PAY, text)
+            backend = "onnx"
     shipped = shipped_onnx_file(text, int8=backend == "int8")
     if backend == "int8" and shipped is None:
         raise BackendError(f"{text}: backend 'int8' runs a shipped model's int8 graph or an .onnx file; for a "
@@ -107,7 +114,10 @@ def load_landmark_model(name_or_path: str | Path, backend: str = "auto", threads
     if not has_torch:
         raise BackendError(f"{text}: a torch checkpoint needs torch; without it, pass an .onnx file "
                            "(made with `tcdcn export`) or a shipped model name")
-    return _export_and_load(text, threads, int8=backend == "auto")
+    int8 = backend == "auto" and this_cpu_int8_pays()
+    if backend == "auto" and not int8:
+        log.info(INT8_DOES_NOT_PAY, text)
+    return _export_and_load(text, threads, int8=int8)
 
 
 def _export_and_load(checkpoint: str, threads: int, int8: bool) -> OnnxLandmarkModel:
