@@ -171,3 +171,46 @@ def test_one_face_takes_the_scalar_path_with_the_same_crops() -> None:
         one = warp_shifted_crops([image], matrices, 60)
         vectorised = warp_shifted_crops([image, image], np.concatenate([matrices, matrices]), 60)[:1]
         np.testing.assert_array_equal(one, vectorised)
+
+
+@pytest.mark.parametrize("plan", ["shipped", "grid", "two refinements unmirrored", "one pass", "mixed scales",
+                                  "per-crop reduction", "small calls"])
+def test_a_face_alone_gets_the_answers_it_gets_in_a_batch(aflw, w300, plan: str) -> None:
+    """``predict`` on one face takes the one-face path (``_predict_one_face``) where it computes the same
+    passes as the batched path; faces in a batch take the batched one. Their landmarks agree to float
+    rounding, the attribute probabilities likewise, whatever the plan (plans the one-face path does not
+    compute, mixed crop scales, per-crop reduction and passes split over calls, go the batched way)."""
+    model = load_landmark_model("mtfl-5pt", backend="onnx", threads=1)
+    batch_size = None
+    if plan == "grid":
+        set_test_time_options(model, multi_crop="grid")
+    elif plan == "two refinements unmirrored":
+        set_test_time_options(model, mirror_average=False, box_refinements=2)
+    elif plan == "one pass":
+        set_test_time_options(model, mirror_average=False, multi_crop=False, box_refinements=0)
+    elif plan == "mixed scales":
+        model.multi_crop = (CropJitter(0.02, 0.0, 1.0), CropJitter(-0.02, 0.0, 1.1))
+    elif plan == "per-crop reduction":
+        model.shared_crop_reduction = False
+    elif plan == "small calls":
+        batch_size = 2  # the last pass's 2 crops and their mirror images in two calls
+    calls: list[int] = []
+    run = model.run_network
+    model.run_network = lambda crops: calls.append(len(crops)) or run(crops)  # type: ignore[method-assign]
+    one_face_runs: list[int] = []
+    one_face = model._predict_one_face
+    model._predict_one_face = lambda *a: one_face_runs.append(1) or one_face(*a)  # type: ignore[method-assign]
+    takes_one_face_path = plan not in ("mixed scales", "per-crop reduction", "small calls")
+    for greys, boxes in (aflw, w300):
+        together = model.predict(greys[:8], boxes[:8], batch_size=batch_size)
+        assert not one_face_runs
+        calls.clear()
+        alone = [model.predict([g], [b], batch_size=batch_size) for g, b in zip(greys[:8], boxes[:8])]
+        assert len(one_face_runs) == (8 if takes_one_face_path else 0)
+        one_face_runs.clear()
+        passes = model.box_refinements + (2 if plan == "small calls" else 1)
+        assert len(calls) == 8 * passes  # every pass of a face in one call unless the call size splits it
+        np.testing.assert_allclose(np.concatenate([a.landmarks for a in alone]), together.landmarks,
+                                   rtol=0, atol=1e-9)
+        np.testing.assert_allclose(np.concatenate([a.attribute_probabilities for a in alone]),
+                                   together.attribute_probabilities, rtol=0, atol=1e-9)

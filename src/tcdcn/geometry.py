@@ -239,7 +239,7 @@ def warp_shifted_crops(images: Sequence[np.ndarray], matrices: np.ndarray, size:
     if n_faces == 1 and shared_reduction:
         # One face (per-face inference): the same arithmetic on Python floats, without the ~40 small array
         # operations below, which cost more than the two OpenCV calls on a small image.
-        return _warp_shifted_crops_of_one_face(images[0], m[0], size, antialias)[None]
+        return warp_shifted_crops_of_one_face(images[0], m[0], size, antialias)[None]
     out = np.empty((n_faces, n_crops, size, size), dtype=images[0].dtype)
     scale = np.sqrt(np.abs(m[:, 0, 0, 0] * m[:, 0, 1, 1] - m[:, 0, 0, 1] * m[:, 0, 1, 0]))  # (F,)
     reduce = (scale < ANTIALIAS_BELOW_SCALE) if antialias else np.zeros(n_faces, dtype=bool)
@@ -280,7 +280,7 @@ def warp_shifted_crops(images: Sequence[np.ndarray], matrices: np.ndarray, size:
     return out
 
 
-def _warp_shifted_crops_of_one_face(image: np.ndarray, matrices: np.ndarray, size: int,
+def warp_shifted_crops_of_one_face(image: np.ndarray, matrices: np.ndarray, size: int,
                                     antialias: bool) -> np.ndarray:
     """``warp_shifted_crops`` of one image with a shared reduction: ``matrices`` (J, 2, 3) -> (J, size, size)."""
     rows = matrices.tolist()  # J x 2 x 3 Python floats
