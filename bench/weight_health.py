@@ -31,7 +31,7 @@ from tcdcn.data.formats import read_annotations
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.models.denormals import zero_fraction
 from tcdcn.models.network import TCDCN, count_multiply_adds, count_parameters
-from tcdcn.models.pruning import conv_layers, layer_filters, live_units, pruned
+from tcdcn.models.pruning import conv_layers, live_units, pruned
 
 
 def onnx_latency(network: TCDCN, model: LandmarkModel, crops: np.ndarray, passes: int = 3) -> float:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, module in named + [("fc", network.fc)]:
         # A factored layer's weights are its two parts' (k x 1 and 1 x k); its units, its output channels.
         weight = torch.cat([w.detach().flatten() for n, w in module.named_parameters() if n.endswith("weight")])
-        units = len(layer_filters(module)) if name != "fc" else network.fc.out_features
+        units = network.fc.out_features if name == "fc" else module.out_channels
         layers.append({"layer": name, "weights": weight.numel(), "zero_weights": int((weight == 0).sum()),
                        "units": units, "dead_units": units - len(alive[name])})
     small = pruned(network, alive).eval()

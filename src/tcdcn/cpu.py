@@ -57,11 +57,12 @@ def this_cpu_int8_exact() -> bool | None:
 def int8_pays(machine: str | None = None, cpuinfo: Path = CPUINFO) -> bool:
     """Whether an int8 graph is the faster choice here: everywhere but on x86-64 without VNNI.
 
-    With VNNI, onnxruntime's int8 convolutions ran the shipped 5-point network 1.4-2.6 times faster than float32
-    (``bench/speed.py``). Without it they run exactly only through the slower uint8 x uint8 products
-    (``int8_products_exact``), and on an AVX2-only AMD EPYC (family 25 model 1) the int8 graph took 0.271 ms
-    per crop against float32's 0.220 (the default inference 1.68 ms per face against 1.46). On an older
-    AVX2-only core (family 23 model 1) int8 was 4-8% faster than float32: there this rule costs that much.
+    With VNNI, onnxruntime's int8 graph of the shipped 5-point network ran faster than float32 (0.083 against
+    0.114 ms per crop on an AMD EPYC family 26 model 2, ``bench/speed.py``). Without it the package runs int8
+    exactly, through the slower uint8 x uint8 products (``int8_products_exact``), and on an AVX2-only AMD EPYC
+    (family 25 model 1) the int8 graph took 0.271 ms per crop against float32's 0.220 (the default inference
+    1.68 ms per face against 1.46). On an older AVX2-only core (family 23 model 1) the int8 default was 4%
+    faster than float32's (7.51 against 7.83 ms per face): there this rule costs that much.
     Where the flags cannot be read, int8 (as before the rule)."""
     return int8_products_exact(machine, cpuinfo) is not False
 
