@@ -1,6 +1,6 @@
 """Score a model on the validation split its config carves from the training data (never the test set).
 
-    python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--box gt|detect]
+    python bench/validation.py --config configs/mtfl-5pt.yaml --model mtfl-5pt [--box gt|detect|image]
         [--backend auto|onnx|int8|torch] [--flip] [--multi-crop] [--box-refinements K]
         [--split validation|train] [--part SUBFOLDER] [--limit N]
 
@@ -9,7 +9,8 @@ tell a model that cannot fit its training faces from one that fits them and does
 
 The split is the one ``Trainer`` uses (``data.validation_fraction``, ``data.split_seed``); faces are
 framed with the ground-truth box convention (``--box gt``, as during training) or by the default face
-detector (``--box detect``: the detection nearest the ground truth; a face not found counts as a failure).
+detector (``--box detect``: the detection nearest the ground truth; a face not found counts as a failure), or
+by the whole image (``--box image``, as ``tcdcn evaluate``'s default on the AFLW test images).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/mtfl-5pt.yaml")
     p.add_argument("--model", default="mtfl-5pt")
-    p.add_argument("--box", choices=("gt", "detect"), default="gt")
+    p.add_argument("--box", choices=("gt", "detect", "image"), default="gt")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--split", choices=("validation", "train"), default="validation")
     p.add_argument("--limit", type=int, default=0, help="score the first N faces of the split (0: all)")
