@@ -27,11 +27,13 @@ from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.inference.export import (
     INT8_AGREEMENT_LIMIT,
     INT8_CHECK_FACES,
+    PADDING_METADATA,
     export_onnx,
     face_crops,
     int8_disagreement,
     quantize_int8,
     read_metadata,
+    unpad_first_layer,
 )
 from tcdcn.inference.loading import load_landmark_model
 from tcdcn.models.network import TCDCN
@@ -156,6 +158,73 @@ def test_factored_network_exports_with_parity(test_crops, train_crops, tmp_path)
     out, _ = int8_model.run_network(test_crops)
     ref, _ = onnx_model.run_network(test_crops)
     assert np.abs(out - ref).max() < INT8_LANDMARK_TOLERANCE
+
+
+def first_layer_weights(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first convolution's filters and biases and the filters of the convolution after its pool."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    first, second = [n for n in graph.node if n.op_type == "Conv"][:2]
+    return inits[first.input[1]], inits[first.input[2]], inits[second.input[1]]
+
+
+@pytest.mark.parametrize("factor_ranks", [(), (0, 12, 0, 0)])
+def test_float_export_pads_the_first_layer_with_zero_channels(factor_ranks, test_crops, tmp_path) -> None:
+    model = random_model(factor_ranks=factor_ranks)  # 20 first-layer channels
+    padded = export_onnx(model, tmp_path / "padded.onnx")
+    plain = export_onnx(model, tmp_path / "plain.onnx", pad_channels=0)
+    weight, bias, reader = first_layer_weights(padded)
+    plain_weight, plain_bias, plain_reader = first_layer_weights(plain)
+    assert plain_weight.shape[0] == 20 and weight.shape[0] == 24 and reader.shape[1] == 24
+    assert np.array_equal(weight[:20], plain_weight) and np.array_equal(bias[:20], plain_bias)
+    assert np.array_equal(reader[:, :20], plain_reader)
+    assert not weight[20:].any() and not bias[20:].any() and not reader[:, 20:].any()
+    assert json.loads(read_metadata(padded)[PADDING_METADATA]) == {"channels": 20, "padded_to": 24}
+    assert PADDING_METADATA not in read_metadata(plain)
+    plain_out, padded_out = (OnnxLandmarkModel(f).run_network(test_crops) for f in (plain, padded))
+    for a, b in zip(plain_out, padded_out):
+        assert np.abs(a - b).max() < PARITY_TOLERANCE
+
+
+def test_a_first_layer_on_the_channel_block_is_left_alone(tmp_path) -> None:
+    path = export_onnx(random_model(channels=(16, 48, 64, 80)), tmp_path / "sixteen.onnx")
+    assert first_layer_weights(path)[0].shape[0] == 16
+    assert PADDING_METADATA not in read_metadata(path)
+
+
+def test_unpadding_restores_the_trained_first_layer(tmp_path) -> None:
+    import onnx
+
+    model = random_model()
+    padded = onnx.load(str(export_onnx(model, tmp_path / "padded.onnx")))
+    assert unpad_first_layer(padded) == 4 and unpad_first_layer(padded) == 0
+    onnx.save(padded, str(tmp_path / "unpadded.onnx"))
+    for a, b in zip(first_layer_weights(tmp_path / "unpadded.onnx"),
+                    first_layer_weights(export_onnx(model, tmp_path / "plain.onnx", pad_channels=0))):
+        assert np.array_equal(a, b)
+
+
+def test_int8_graph_of_a_padded_export_is_the_unpadded_ones(test_crops, train_crops, tmp_path) -> None:
+    model = random_model()
+    from_padded = quantize_int8(export_onnx(model, tmp_path / "padded.onnx"), tmp_path / "a.int8.onnx", train_crops)
+    from_plain = quantize_int8(export_onnx(model, tmp_path / "plain.onnx", pad_channels=0), tmp_path / "b.int8.onnx",
+                               train_crops)
+    assert PADDING_METADATA not in read_metadata(from_padded)
+    a, b = OnnxLandmarkModel(from_padded).run_network(test_crops), OnnxLandmarkModel(from_plain).run_network(test_crops)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_shipped_float_graphs_carry_the_padded_first_layer() -> None:
+    from tcdcn.models.registry import SHIPPED
+
+    for card in SHIPPED.values():
+        weight, bias, _ = first_layer_weights(card.path("onnx"))
+        padding = json.loads(read_metadata(card.path("onnx"))[PADDING_METADATA])
+        assert weight.shape[0] % 8 == 0 and weight.shape[0] == padding["padded_to"]
+        assert not weight[padding["channels"]:].any() and not bias[padding["channels"]:].any()
 
 
 def test_int8_runs_and_stays_close_to_float(model_and_onnx, test_crops, train_crops, tmp_path) -> None:
@@ -363,7 +432,8 @@ def test_space_to_depth_stem_computes_the_same_function(first_kernel, test_crops
     from tcdcn.inference.export import space_to_depth_stem
 
     model = random_model(seed=first_kernel, kernels=(first_kernel, 5, 3, 3))
-    graph = onnx.load(str(export_onnx(model, tmp_path / "float.onnx")))
+    # as quantize_int8 rewrites it: the first layer as trained (unpad_first_layer)
+    graph = onnx.load(str(export_onnx(model, tmp_path / "float.onnx", pad_channels=0)))
     reference = _run_graph(graph, test_crops)
     assert space_to_depth_stem(graph)
     ops = [n.op_type for n in graph.graph.node]
