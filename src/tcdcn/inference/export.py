@@ -67,9 +67,10 @@ STEM_BLOCK = 2
 # onnxruntime runs a float convolution and max-pool in its blocked channel layout (NCHWc) only when their
 # channels are a multiple of its block: 8 on AVX2 cores, 16 on AVX-512 ones. The float graph's first layer is
 # padded with zero channels up to a multiple of 8 (``pad_first_layer``): on an AVX2-only core (AMD EPYC family
-# 25 model 1) 20 -> 24 channels took mtfl-5pt's default inference from 1.35 to 1.22 ms per face, 32 channels
+# 25 model 1) 20 -> 24 channels took mtfl-5pt's default inference from 1.36 to 1.21 ms per face, 32 channels
 # to 1.38 (bench/results/first_layer_padding-f25m1.json). On AVX-512 cores 24 is no block multiple either, and
-# the padded graph does the 20-channel graph's work plus the zero channels' (a few percent of the network).
+# the padded graph does the 20-channel graph's work plus the zero channels' (a few percent of the network; not
+# measured there).
 FLOAT_CHANNEL_BLOCK = 8
 PADDING_METADATA = "first_layer_padding"
 
