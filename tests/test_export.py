@@ -386,6 +386,11 @@ def test_export_command(model_and_onnx, tmp_path) -> None:
     assert read_metadata(out)["source"] == str(checkpoint)
     crops = np.random.default_rng(1).uniform(0, 255, (4, 1, 60, 60)).astype(np.float32)
     assert np.abs(OnnxLandmarkModel(out).run_network(crops)[0] - model.run_network(crops)[0]).max() < PARITY_TOLERANCE
+    assert first_layer_weights(out)[0].shape[0] == 24  # padded by default
+    plain = tmp_path / "plain.onnx"
+    args = parser.parse_args(["export", "--model", str(checkpoint), "--out", str(plain), "--pad-channels", "0"])
+    assert args.func(args) == 0
+    assert first_layer_weights(plain)[0].shape[0] == 20 and PADDING_METADATA not in read_metadata(plain)
     with pytest.raises(SystemExit):
         parser.parse_args(["export", "--model", str(checkpoint), "--format", "tflite", "--out", str(out)])
 
