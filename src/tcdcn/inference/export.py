@@ -15,6 +15,9 @@ they cost almost nothing and quantising them is what loses the landmark accuracy
 features to sub-pixel coordinates). For QDQ the first layer is first rewritten into the same function
 in a shape onnxruntime's int8 convolution runs faster (``space_to_depth_stem``). The bench
 (bench/speed.py) reports the measured accuracy and speed of both formats, with and without that stem.
+
+The float graph's first layer is padded with zero channels to a multiple of onnxruntime's channel block
+(``pad_first_layer``); quantisation starts from the layer as trained (``unpad_first_layer``).
 """
 
 from __future__ import annotations
@@ -502,7 +505,8 @@ def quantize_int8(
 ) -> Path:
     """Static int8 quantisation of an exported float graph, calibrated on ``calibration`` crops.
 
-    ``calibration``: (N, 1, S, S) float32 raw crops of training faces (``calibration_crops``).
+    ``calibration``: (N, 1, S, S) float32 raw crops of training faces (``calibration_crops``). A float graph
+    with a padded first layer (``pad_first_layer``) is unpadded first: the zero channels would only cost time.
     ``quant_format``: "qdq" (default) or "qoperator". ``stem``: "space_to_depth" rewrites the first layer by
     ``space_to_depth_stem`` before quantising, "plain" keeps the exported graph; by default the former
     for QDQ and the latter for QOperator (whose quantiser has no uint8 ReduceMax, so the phase max would
