@@ -1,15 +1,16 @@
 """Accuracy and cost of test-time plans (box refinement, crops, mirror-averaging) on a validation split.
 
     python bench/test_time_plans.py [--model mtfl-5pt] [--config configs/mtfl-5pt.yaml] [--backend int8]
-        [--plans refined,diagonal,grid] [--time] [--out bench/results/test_time_plans-mtfl-5pt.jsonl]
+        [--plans refined,diagonal,grid] [--boxes gt,detect,image] [--time]
+        [--out bench/results/test_time_plans-mtfl-5pt.jsonl]
 
 Each plan is scored on the validation split the config carves from the training data (never a test set),
 with ground-truth boxes and with the default face detector's boxes (detections computed once and shared by
-every plan). ``--time`` also times each plan through ``predict``, one face per call on one thread, each
-pass right after a pass of dlib's 68-point shape predictor on the same faces: the ratio is the median over
-rounds of plan/dlib, so load that changes between rounds cancels. A plan counts network crops per face:
-refinement passes, then the last pass's crops (twice when mirror-averaged). "diagonal" is the shipped
-models' default.
+every plan), or with ``--boxes`` any of those and the whole photo as the box (``image``). ``--time`` also
+times each plan through ``predict``, one face per call on one thread, each pass right after a pass of dlib's
+68-point shape predictor on the same faces: the ratio is the median over rounds of plan/dlib, so load that
+changes between rounds cancels. A plan counts network crops per face: refinement passes, then the last
+pass's crops (twice when mirror-averaged). "diagonal" is the shipped models' default.
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/mtfl-5pt.yaml", help="the config whose validation split is scored")
     p.add_argument("--backend", choices=BACKENDS, default="int8")
     p.add_argument("--plans", default=",".join(PLANS), help=f"comma-separated, of: {', '.join(PLANS)}")
+    p.add_argument("--boxes", default="gt,detect",
+                   help="comma-separated, of: gt (the convention's box on the labels), detect (the default "
+                        "detector's), image (the whole photo, as AFLW's --box image); default %(default)s")
     p.add_argument("--time", action="store_true", help="also time each plan against dlib's predictor")
     p.add_argument("--time-faces", type=int, default=300, help="validation faces timed")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds per plan")
@@ -149,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown plan(s): {unknown}")
     plans = {n: PLANS[n] for n in names}
+    boxes = [b.strip() for b in args.boxes.split(",") if b.strip()]
+    if not boxes or any(b not in ("gt", "detect", "image") for b in boxes):
+        p.error(f"--boxes: gt, detect or image, got {args.boxes!r}")
     cfg = load_config(args.config)
     _, val_faces = split_faces(read_annotations(cfg.data.train), cfg.data)
     model = load_landmark_model(args.model, args.backend)
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, plan in plans.items():
         run_plan(model, plan)
         row: dict[str, Any] = {"plan": name, "crops_per_face": plan.crops_per_face}
-        for box in ("gt", "detect"):
+        for box in boxes:
             summary = evaluate(model, val_faces, box=box, detector=detector if box == "detect" else None).summary()
             row[f"val_nme_{box}"] = round(100 * summary["nme"], 3)
         rows.append(row)
