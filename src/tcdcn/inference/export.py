@@ -302,9 +302,9 @@ def _float_only_nodes(onnx_model: Any, include_heads: bool = True) -> list[str]:
     return keep
 
 
-def _first_layer(graph: Any) -> tuple[Any, Any, list[Any]] | None:
+def _first_layer(graph: Any) -> tuple[Any, list[Any]] | None:
     """The first convolution with its weight and bias initializers, when a ReLU and a max-pool alone read it
-    and only plain convolutions read the pool: (conv, pool, readers); None otherwise."""
+    and only plain convolutions read the pool: (conv, the convolutions reading the pool); None otherwise."""
     nodes = list(graph.node)
     conv = next((n for n in nodes if n.op_type == "Conv"), None)
     inits = {t.name for t in graph.initializer}
@@ -323,7 +323,7 @@ def _first_layer(graph: Any) -> tuple[Any, Any, list[Any]] | None:
     readers = consumers(pool[0].output[0])
     plain = all(n.op_type == "Conv" and n.input[0] == pool[0].output[0] and n.input[1] in inits
                 and all(a.name != "group" or a.i == 1 for a in n.attribute) for n in readers)
-    return (conv, pool[0], readers) if readers and plain else None
+    return (conv, readers) if readers and plain else None
 
 
 def pad_first_layer(onnx_model: Any, multiple: int = FLOAT_CHANNEL_BLOCK) -> int:
@@ -342,7 +342,7 @@ def pad_first_layer(onnx_model: Any, multiple: int = FLOAT_CHANNEL_BLOCK) -> int
     found = _first_layer(graph)
     if found is None or multiple <= 0:
         return 0
-    conv, _, readers = found
+    conv, readers = found
     inits = {t.name: t for t in graph.initializer}
     weight = numpy_helper.to_array(inits[conv.input[1]])  # (C, 1, k, k)
     channels = int(weight.shape[0])
@@ -376,7 +376,7 @@ def unpad_first_layer(onnx_model: Any) -> int:
     found = _first_layer(graph)
     if found is None:
         raise ExportError(f"{PADDING_METADATA} metadata on a graph without a padded first layer")
-    conv, _, readers = found
+    conv, readers = found
     inits = {t.name: t for t in graph.initializer}
     weight = numpy_helper.to_array(inits[conv.input[1]])  # (C', 1, k, k)
     removed = int(weight.shape[0]) - channels
