@@ -23,12 +23,9 @@ from typing import Any
 import numpy as np
 from host import host_facts, write_report
 
-from tcdcn.data.formats import read_annotations
-from tcdcn.geometry import Box
 from tcdcn.inference.backends.onnx import OnnxLandmarkModel
 from tcdcn.inference.backends.torch import LandmarkModel
 from tcdcn.inference.export import export_onnx
-from tcdcn.io.images import load_image, to_grey
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,11 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
-    from speed import dlib_predictor_on_boxes
+    from speed import dlib_predictor_on_boxes, whole_image_faces
 
-    faces = read_annotations(args.data)[:args.limit]
-    greys = [to_grey(load_image(f.image_path)) for f in faces]
-    boxes = [Box.whole_image(g.shape[1], g.shape[0]) for g in greys]
+    greys, boxes = whole_image_faces(args.data, args.limit)
     predictor, rects = dlib_predictor_on_boxes(boxes, "bench/first_layer_padding.py")
     torch_model = LandmarkModel.load(args.model)
     pads = [int(v) for v in args.pads.split(",") if v]
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{rows[-1]['x_dlib_median']:.2f}x dlib, landmarks differ by at most "
               f"{rows[-1]['max_landmark_difference_px']:.2e} px")
     print(f"dlib 68-point predictor: {min(times['dlib']):.3f} ms per face")
-    report = {"model": args.model, "data": args.data, "faces": len(faces), "repeats": args.repeats,
+    report = {"model": args.model, "data": args.data, "faces": len(greys), "repeats": args.repeats,
               "box": "whole image", "inference": "the model's default, one face per call, 1 thread",
               "dlib_ms_per_face": round(min(times["dlib"]), 4), "graphs": rows, **host_facts()}
     if args.out:

@@ -153,6 +153,18 @@ def dlib_rectangle(dlib: Any, box: Any, calibrated: bool) -> Any:
     return dlib.rectangle(int(left), int(top), int(left + width - 1), int(top + width - 1))
 
 
+def whole_image_faces(data: str | Path, limit: int) -> tuple[list[np.ndarray], list[Any]]:
+    """The grey images of the first ``limit`` faces of an annotation list and a ``Box`` framing each by its
+    whole image (the speed benches' faces)."""
+    from tcdcn.data.formats import read_annotations
+    from tcdcn.geometry import Box
+    from tcdcn.io.images import load_image, to_grey
+
+    faces = read_annotations(data)[:limit]
+    greys = [to_grey(load_image(f.image_path)) for f in faces]
+    return greys, [Box.whole_image(g.shape[1], g.shape[0]) for g in greys]
+
+
 def dlib_predictor_on_boxes(boxes: list, needed_by: str) -> tuple[Any, list]:
     """dlib's 68-point predictor and the calibrated dlib rectangle of each convention box, for timing it on
     the same faces as tcdcn; exits naming ``needed_by`` when dlib is not installed."""
