@@ -3,8 +3,8 @@
     python bench/runtimes.py [--model mtfl-5pt] [--limit 300] [--batches 1,4] [--repeats 7] [--profile]
         [--out bench/results/runtimes.json]
 
-The crops are the first ``--limit`` AFLW test faces framed by their whole image, cut as the package cuts them
-(one crop per face, float32). Every runtime runs the model's float32 network on one thread:
+The crops are the first ``--limit`` faces of ``--data`` (the AFLW test set by default) framed by their whole
+image, cut as the package cuts them (one crop per face, float32). Every runtime runs the model's float32 network on one thread:
 
 - ``onnxruntime``: the model's float32 graph as ``tcdcn`` runs it (``OnnxLandmarkModel``; a shipped model's
   file, its first layer padded to the channel block);
@@ -17,7 +17,8 @@ The crops are the first ``--limit`` AFLW test faces framed by their whole image,
   delegates the float network to XNNPACK.
 
 ``pip install openvino tensorflow-cpu ai-edge-litert`` adds the optional runtimes (a few hundred MB; the package
-needs none of them). Each runtime's landmarks on the crops are compared with onnxruntime's (largest difference
+needs none of them). A runtime that is not installed or cannot read the graph is skipped, with the reason in the
+report. Each runtime's landmarks on the crops are compared with onnxruntime's (largest difference
 in normalised crop coordinates: a runtime computing something else would show). Rounds interleave dlib's
 68-point predictor (the same faces, its own convention's box) and every runtime at every batch size; reported per
 runtime and batch: the best ms per crop over rounds and the median over rounds of its time over dlib's per face.
@@ -164,6 +165,9 @@ def build_runners(names: list[str], model: str, graph: Path, batches: list[int],
             runners[name] = builders[name]()
         except ImportError as exc:
             skipped[name] = f"not installed ({exc.name or exc})"
+        except Exception as exc:  # each runtime raises its own types for a graph it cannot read
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            skipped[name] = f"cannot run the graph ({reason})"
     return runners, skipped
 
 
