@@ -32,7 +32,9 @@ def add_command(subparsers: Any) -> None:
                    help="pad the float graph's first layer with zero channels to a multiple of this, the same "
                         "function that onnxruntime runs faster on AVX2 cores (default %(default)s; 0: the layer "
                         "as trained, e.g. for another runtime)")
-    p.add_argument("--int8", action="store_true", help="also quantise to int8 (static, calibrated on training faces)")
+    p.add_argument("--int8", action="store_true",
+                   help="write the int8 graph instead of the float32 one (a shipped model's own; for a "
+                        "checkpoint, static quantisation calibrated on training faces)")
     p.add_argument("--calibration-data", default=None,
                    help="annotation list or folder of TRAINING faces for int8 calibration (default: none for a "
                         "shipped model, whose int8 graph ships in the package; the checkpoint's data.train)")
