@@ -4,7 +4,8 @@
         [--out bench/results/runtimes.json]
 
 The crops are the first ``--limit`` faces of ``--data`` (the AFLW test set by default) framed by their whole
-image, cut as the package cuts them (one crop per face, float32). Every runtime runs the model's float32 network on one thread:
+image, cut as the package cuts them (one crop per face, float32). Every runtime runs the model's float32
+network on one thread:
 
 - ``onnxruntime``: the model's float32 graph as ``tcdcn`` runs it (``OnnxLandmarkModel``; a shipped model's
   file, its first layer padded to the channel block);
