@@ -52,7 +52,9 @@ Runner = Callable[[np.ndarray], np.ndarray]  # (B, 1, S, S) float32 crops -> (B,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="mtfl-5pt", help="shipped name, checkpoint or float32 .onnx file")
+    p.add_argument("--model", default="mtfl-5pt",
+                   help="shipped name or float32 .onnx file (a checkpoint: `tcdcn export` it first; torch then "
+                        "runs only for a shipped name)")
     p.add_argument("--data", default="../shared/data/mtfl/testing.txt")
     p.add_argument("--limit", type=int, default=300)
     p.add_argument("--batches", default="1,4", help="crops per call (the default inference makes calls of 1 and 4)")
@@ -67,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 
     greys, boxes = whole_image_faces(args.data, args.limit)
     onnx_model = load_landmark_model(args.model, backend="onnx")
-    if not isinstance(onnx_model, OnnxLandmarkModel):
-        raise SystemExit(f"{args.model}: no float32 ONNX graph")
-    graph = onnx_model.path
+    graph = onnx_model.path if isinstance(onnx_model, OnnxLandmarkModel) else None
+    if graph is None or not graph.is_file():  # a checkpoint's graph is a temporary export, gone by now
+        raise SystemExit(f"{args.model}: no float32 ONNX file to give the other runtimes; `tcdcn export` it first")
     crops, _ = onnx_model.crops(greys, boxes)  # (N, 1, S, S) float32
     batches = [int(b) for b in args.batches.split(",") if b]
     predictor, rects = dlib_predictor_on_boxes(boxes, "bench/runtimes.py")
