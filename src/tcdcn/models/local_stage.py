@@ -43,6 +43,7 @@ class LocalStageNetwork(nn.Module):
         for head in self.heads:
             nn.init.zeros_(head[-1].weight)
             nn.init.zeros_(head[-1].bias)
+        self.to(memory_format=torch.channels_last)  # as models.network.TCDCN: torch's fast CPU layout
 
     def forward(self, patches: torch.Tensor, relative: torch.Tensor) -> torch.Tensor:
         b, g = patches.shape[:2]  # (B, G, S, S)
