@@ -200,7 +200,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip the default-inference rows (predict with the model's test-time options)")
     p.add_argument("--int8-formats", default="qdq,qdq-plain,qoperator",
                    help="int8 variants to build and time: qdq, qdq-plain (no space-to-depth stem), qoperator")
-    p.add_argument("--torch-variants", default="eager,jit", help="eager, jit (traced+frozen), channels_last")
+    p.add_argument("--torch-variants", default="eager,jit",
+                   help="eager, jit (traced+frozen); the network keeps channels-last filters either way")
     p.add_argument("--pipeline-images", type=int, default=300, help="images for the full-pipeline timing")
     p.add_argument("--no-dlib", action="store_true",
                    help="time without dlib's predictor (the reference every ratio divides by)")
@@ -214,13 +215,6 @@ def torch_runner(model: Any, variant: str, example: np.ndarray) -> RunNetwork:
     network = model.network.eval()
     if variant == "eager":
         return model.run_network
-    if variant == "channels_last":
-        network = network.to(memory_format=torch.channels_last)
-
-        def run_cl(crops: np.ndarray) -> Any:
-            with torch.inference_mode():
-                return network(torch.from_numpy(crops).contiguous(memory_format=torch.channels_last))
-        return run_cl
     if variant == "jit":
         with torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(network, torch.from_numpy(example[:2])).eval())
