@@ -13,20 +13,18 @@ from repo_scripts import REPO, load_file_module
 sys.path.insert(0, str(REPO / "bench"))  # the bench modules import their neighbours (host, speed)
 runtimes = load_file_module(REPO / "bench" / "runtimes.py", "bench_runtimes_under_test")
 
-from tcdcn.data.formats import read_annotations  # noqa: E402
-from tcdcn.geometry import Box  # noqa: E402
 from tcdcn.inference.loading import load_landmark_model  # noqa: E402
-from tcdcn.io.images import load_image, to_grey  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def shipped() -> tuple:
     if not MTFL_DIR.exists():
         pytest.skip(f"shared data not found at {MTFL_DIR}")
-    faces = read_annotations(MTFL_DIR / "testing.txt")[:9]
-    greys = [to_grey(load_image(f.image_path)) for f in faces]
+    from speed import whole_image_faces
+
+    greys, boxes = whole_image_faces(MTFL_DIR / "testing.txt", 9)
     model = load_landmark_model("mtfl-5pt", backend="onnx")
-    crops, _ = model.crops(greys, [Box.whole_image(g.shape[1], g.shape[0]) for g in greys])
+    crops, _ = model.crops(greys, boxes)
     return model, crops
 
 
