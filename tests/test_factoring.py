@@ -151,3 +151,34 @@ def test_features_transfer_copies_a_factored_layer_as_its_full_filters() -> None
         for src_module, module in zip(source.features, wider.features):
             x_source, x_wide = src_module(x_source), module(x_wide)
             torch.testing.assert_close(x_wide[:, :x_source.shape[1]], x_source, rtol=0, atol=1e-4)
+
+
+def test_features_transfer_fills_a_factored_layer_part_by_part_at_another_crop_size(tmp_path: Path) -> None:
+    """init_layers: features from a factored network into one factored alike at a smaller crop: the
+    parts are copied as they are (no refactoring), the fc layer starts fresh for the new map size, and a
+    factored layer of another rank or width is refused in one line."""
+    from tcdcn.models.checkpoint import atomic_save, weights_payload
+    from tcdcn.schemes import get_scheme
+
+    cfg = load_config(REPO / "configs" / "mtfl-5pt.yaml")
+    source_model = dict(input_size=60, channels=(6, 8, 10, 12), kernels=(5, 5, 3, 3), feature_dim=16,
+                        num_points=5, factor_ranks=(0, 4, 0, 0))
+    source = TCDCN(ModelConfig(**source_model), num_tasks=len(cfg.data.tasks)).eval()
+    source_cfg = config_to_dict(cfg)
+    source_cfg["model"] = {**source_cfg["model"], **source_model}
+    path = tmp_path / "source.pt"
+    atomic_save(weights_payload(source, config_from_dict(source_cfg), get_scheme("mtfl-5"), tuple(cfg.data.tasks)),
+                path)
+    run_cfg = config_to_dict(cfg)
+    run_cfg["model"] = {**run_cfg["model"], **source_model, "input_size": 52}
+    run_cfg["train"].update(init_from=str(path), init_layers="features")
+    started = initial_network(config_from_dict(run_cfg), cfg.data.tasks)
+    assert started.feature_map_size == 2 and started.fc.in_features == 12 * 2 * 2
+    for part in ("vertical", "horizontal"):
+        torch.testing.assert_close(getattr(started.features[3], part).weight, getattr(source.features[3], part).weight,
+                                   rtol=0, atol=0)
+    torch.testing.assert_close(started.features[0].weight, source.features[0].weight, rtol=0, atol=0)
+    for changed in ({"factor_ranks": (0, 5, 0, 0)}, {"channels": (6, 9, 10, 12)}, {"channels": (7, 8, 10, 12)}):
+        run_cfg["model"] = {**run_cfg["model"], **source_model, "input_size": 52, **changed}
+        with pytest.raises(CheckpointError, match="factored layer"):
+            initial_network(config_from_dict(run_cfg), cfg.data.tasks)

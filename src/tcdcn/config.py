@@ -136,7 +136,8 @@ class TrainConfig:
     # What init_from copies: "all" (conv filters and the shared fc layer; the source's input_size,
     # channels, kernels and feature_dim must equal this config's) or "features" (the conv filters only;
     # fc and heads start fresh, so input_size and feature_dim may differ: e.g. a larger crop for dense
-    # points; channels may be wider than the source's, whose filters then fill the leading channels).
+    # points; channels may be wider than the source's, whose filters then fill the leading channels; a factored
+    # layer (model.factor_ranks) is filled from a factored layer of the same rank and widths).
     init_layers: str = "all"
     # Stochastic weight averaging (Izmailov et al., 2018): from the end of this epoch on (1-based), the
     # weights at every epoch end join a uniform running average, scored on the validation split and

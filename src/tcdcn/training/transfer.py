@@ -41,12 +41,17 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
         source_channels, channels = tuple(src_cfg.model.channels), tuple(cfg.model.channels)
         if tuple(src_cfg.model.kernels) != tuple(cfg.model.kernels):
             raise CheckpointError(f"{cfg.train.init_from}: model.kernels differs from this config's")
-        if any(cfg.model.factor_ranks):
-            raise CheckpointError(f"{cfg.train.init_from}: train.init_layers: features fills full convolutions "
-                                  "only (this config's model.factor_ranks must be empty)")
         if len(source_channels) != len(channels) or any(c < s for c, s in zip(channels, source_channels)):
             raise CheckpointError(f"{cfg.train.init_from}: model.channels {list(source_channels)} cannot fill "
                                   f"this config's {list(channels)} (same layers, as many or more filters each)")
+        ranks = tuple(cfg.model.factor_ranks) or (0,) * len(channels)
+        source_ranks = tuple(src_cfg.model.factor_ranks) or (0,) * len(channels)
+        for layer, rank in enumerate(ranks):
+            if rank and (rank != source_ranks[layer] or channels[layer] != source_channels[layer]
+                         or (layer and channels[layer - 1] != source_channels[layer - 1])):
+                raise CheckpointError(f"{cfg.train.init_from}: train.init_layers: features fills a factored layer "
+                                      f"(model.factor_ranks, layer {layer + 1}) only from a factored layer of the "
+                                      "same rank and widths")
         fresh = TCDCN(cfg.model, len(task_names))
         copy_filters_into_leading_channels(model, fresh)
         fresh.train()
@@ -77,11 +82,20 @@ def copy_filters_into_leading_channels(source: TCDCN, target: TCDCN) -> None:
 
     A copied filter's weights on the target's added input channels are set to zero, so the leading channels
     of every layer compute exactly the source's features; equal widths copy the layers whole. A factored
-    source layer (``FactoredConv2d``) is copied as the full filters it computes."""
+    source layer (``FactoredConv2d``) is copied as the full filters it computes into a full target layer, and
+    part by part into a factored target layer of the same shape (rank and widths)."""
     source_convs = [m for m in source.features if isinstance(m, torch.nn.Conv2d | FactoredConv2d)]
-    target_convs = [m for m in target.features if isinstance(m, torch.nn.Conv2d)]
+    target_convs = [m for m in target.features if isinstance(m, torch.nn.Conv2d | FactoredConv2d)]
     with torch.no_grad():
         for src, dst in zip(source_convs, target_convs):
+            if isinstance(dst, FactoredConv2d):  # the source's factored layer of the same shape, part by part
+                if not isinstance(src, FactoredConv2d) or src.vertical.weight.shape != dst.vertical.weight.shape \
+                        or src.horizontal.weight.shape != dst.horizontal.weight.shape:
+                    raise CheckpointError("a factored layer is filled only from a factored layer of the same shape")
+                dst.vertical.weight.copy_(src.vertical.weight)
+                dst.horizontal.weight.copy_(src.horizontal.weight)
+                dst.horizontal.bias.copy_(src.horizontal.bias)
+                continue
             weight = src.full_weight() if isinstance(src, FactoredConv2d) else src.weight  # (C_out, C_in, k, k)
             bias = src.horizontal.bias if isinstance(src, FactoredConv2d) else src.bias
             out_channels, in_channels = weight.shape[:2]
