@@ -44,16 +44,11 @@ def initial_network(cfg: Config, task_names: Sequence[str]) -> TCDCN:
         if len(source_channels) != len(channels) or any(c < s for c, s in zip(channels, source_channels)):
             raise CheckpointError(f"{cfg.train.init_from}: model.channels {list(source_channels)} cannot fill "
                                   f"this config's {list(channels)} (same layers, as many or more filters each)")
-        ranks = tuple(cfg.model.factor_ranks) or (0,) * len(channels)
-        source_ranks = tuple(src_cfg.model.factor_ranks) or (0,) * len(channels)
-        for layer, rank in enumerate(ranks):
-            if rank and (rank != source_ranks[layer] or channels[layer] != source_channels[layer]
-                         or (layer and channels[layer - 1] != source_channels[layer - 1])):
-                raise CheckpointError(f"{cfg.train.init_from}: train.init_layers: features fills a factored layer "
-                                      f"(model.factor_ranks, layer {layer + 1}) only from a factored layer of the "
-                                      "same rank and widths")
         fresh = TCDCN(cfg.model, len(task_names))
-        copy_filters_into_leading_channels(model, fresh)
+        try:
+            copy_filters_into_leading_channels(model, fresh)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{cfg.train.init_from}: train.init_layers: features: {exc}") from None
         fresh.train()
         return fresh
     for key in ("input_size", "channels", "kernels", "feature_dim", "factor_ranks"):
@@ -91,7 +86,8 @@ def copy_filters_into_leading_channels(source: TCDCN, target: TCDCN) -> None:
             if isinstance(dst, FactoredConv2d):  # the source's factored layer of the same shape, part by part
                 if not isinstance(src, FactoredConv2d) or src.vertical.weight.shape != dst.vertical.weight.shape \
                         or src.horizontal.weight.shape != dst.horizontal.weight.shape:
-                    raise CheckpointError("a factored layer is filled only from a factored layer of the same shape")
+                    raise CheckpointError("a factored layer (model.factor_ranks) is filled only from a factored "
+                                          "layer of the same rank and widths")
                 dst.vertical.weight.copy_(src.vertical.weight)
                 dst.horizontal.weight.copy_(src.horizontal.weight)
                 dst.horizontal.bias.copy_(src.horizontal.bias)
